@@ -1,0 +1,1 @@
+"""mde-containment domain code: parse, decide, act, report. Entry points live in *_fn/."""

@@ -1,0 +1,184 @@
+"""Queue message bodies -> validated requests (pure: no I/O but reading our own schemas)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+
+from .errors import InvalidRequest
+from .mde import IsolationType, validate_machine_id
+
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+MAX_MESSAGE_BYTES = 64 * 1024  # a storage queue message is at most 64 KiB
+COMMENT_MAX = 1000
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")  # as in the schemas
+
+Action = Literal["Isolate", "Unisolate"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a request came from: the correlation a SIEM or ticket flow matches results on."""
+
+    system: str
+    id: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class DeviceRef:
+    """How the request names the device; exactly one way is used, in this order of preference."""
+
+    machine_id: str | None = None
+    device_name: str | None = None
+    ip_address: str | None = None
+    timestamp: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ContainmentRequest:
+    """One isolate or unisolate request for one device."""
+
+    action: Action
+    request_id: str
+    source: Source
+    device: DeviceRef
+    comment: str | None = None
+    isolation_type: IsolationType = "Full"
+    severity: str | None = None
+    ticket_id: str | None = None
+    requested_by: str | None = None
+    approved: bool = False
+
+
+@functools.cache
+def _validator(name: str) -> Draft202012Validator:
+    resources = [
+        (path.name, Resource.from_contents(json.loads(path.read_text(encoding="utf-8"))))
+        for path in SCHEMA_DIR.glob("*.schema.json")
+    ]
+    registry: Registry[Any] = Registry().with_resources(resources)
+    schema = json.loads((SCHEMA_DIR / name).read_text(encoding="utf-8"))
+    return Draft202012Validator(schema, registry=registry)
+
+
+def schema_errors(name: str, document: Any) -> list[str]:
+    """Every violation of schema ``name`` (e.g. ``result.schema.json``), as readable lines."""
+    return [
+        f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message[:200]}"
+        for e in sorted(_validator(name).iter_errors(document), key=lambda e: list(e.absolute_path))
+    ]
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    """A queue message body -> a JSON object. Plain JSON text and base64-encoded JSON both work."""
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise InvalidRequest("MessageTooLarge", f"message is {len(body)} bytes; the limit is 64 KiB")
+    document = _json(body)
+    if document is None:
+        try:
+            document = _json(base64.b64decode(body.strip(), validate=True))
+        except (binascii.Error, ValueError):
+            document = None
+    if document is None:
+        raise InvalidRequest("InvalidJson", "message is neither JSON nor base64-encoded JSON")
+    if not isinstance(document, dict):
+        raise InvalidRequest("NotAnObject", f"message must be a JSON object, not {type(document).__name__}")
+    return document
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+
+
+def best_effort_request_id(document: Any) -> str | None:
+    """The request id of a document that failed validation, if it has a well-formed one."""
+    value = document.get("requestId") if isinstance(document, dict) else None
+    return value if isinstance(value, str) and _REQUEST_ID.fullmatch(value) else None
+
+
+def _validate(schema: str, document: dict[str, Any]) -> None:
+    errors = schema_errors(schema, document)
+    if errors:
+        raise InvalidRequest("SchemaViolation", "; ".join(errors[:5]))
+
+
+def _device(document: dict[str, Any]) -> DeviceRef:
+    if "machineId" in document:
+        return DeviceRef(machine_id=validate_machine_id(document["machineId"]))
+    if "deviceName" in document:
+        return DeviceRef(device_name=document["deviceName"])
+    try:
+        ip = str(ipaddress.ip_address(document["ipAddress"]))
+    except ValueError:
+        raise InvalidRequest("InvalidIpAddress", "ipAddress is not an IP address") from None
+    try:
+        when = datetime.fromisoformat(document["timestamp"])
+    except ValueError:
+        raise InvalidRequest("InvalidTimestamp", "timestamp is not an ISO 8601 date-time") from None
+    return DeviceRef(ip_address=ip, timestamp=when.astimezone(UTC))
+
+
+def _source(document: dict[str, Any], default_id: str | None) -> Source:
+    source = document.get("source") or {}
+    return Source(
+        system=source.get("system", "canonical"), id=source.get("id", default_id), url=source.get("url")
+    )
+
+
+def parse_isolation(document: dict[str, Any], fallback_request_id: str) -> ContainmentRequest:
+    """A canonical isolation request (``isolation-request.schema.json``)."""
+    _validate("isolation-request.schema.json", document)
+    request_id = document.get("requestId", fallback_request_id)
+    return ContainmentRequest(
+        action="Isolate",
+        request_id=request_id,
+        source=_source(document, None),
+        device=_device(document),
+        comment=document.get("comment"),
+        isolation_type=document.get("isolationType", "Full"),
+        severity=document.get("severity"),
+    )
+
+
+def parse_release(document: dict[str, Any], fallback_request_id: str) -> ContainmentRequest:
+    """A canonical release request (``release-request.schema.json``)."""
+    _validate("release-request.schema.json", document)
+    return ContainmentRequest(
+        action="Unisolate",
+        request_id=document.get("requestId", fallback_request_id),
+        source=_source(document, document["ticketId"]),
+        device=_device(document),
+        comment=document.get("comment"),
+        ticket_id=document["ticketId"],
+        requested_by=document["requestedBy"],
+        approved=document["approved"],
+    )
+
+
+def mde_comment(request: ContainmentRequest) -> str:
+    """The MDE ``Comment``: why, by which request, from where; bounded, no control characters."""
+    if request.action == "Isolate":
+        lead = request.comment or "Automatic isolation"
+        origin = f"source={request.source.system}" + (f":{request.source.id}" if request.source.id else "")
+        text = f"{lead} [mde-containment request={request.request_id} {origin}]"
+    else:
+        lead = f"Release approved in ticket {request.ticket_id}, requested by {request.requested_by}"
+        text = f"{lead}: {request.comment}" if request.comment else lead
+        text += f" [mde-containment request={request.request_id}]"
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    return text if len(text) <= COMMENT_MAX else text[: COMMENT_MAX - 1] + "…"

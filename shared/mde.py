@@ -1,0 +1,233 @@
+"""A small client for the MDE machine-action API (see ../shared/mde-api.md).
+
+The transport (``_call``) owns the session, the auth header, timeouts and the mapping of error
+responses to typed errors; the endpoint methods only validate identifiers and build paths.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import quote
+
+import requests
+
+from .errors import (
+    ActionAlreadyPending,
+    InvalidRequest,
+    MdeApiError,
+    MdeNotFound,
+    MdePermanentError,
+    MdeTransientError,
+)
+from .identity import TokenProvider
+
+logger = logging.getLogger(__name__)
+
+MACHINE_ID = re.compile(r"[0-9a-f]{40}")
+_GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+ISOLATION_TYPES = ("Full", "Selective", "UnManagedDevice")
+FINAL_STATUSES = frozenset({"succeeded", "failed", "timeout", "cancelled", "canceled"})
+IsolationType = Literal["Full", "Selective", "UnManagedDevice"]
+
+
+def validate_machine_id(value: object) -> str:
+    """A 40-hex MDE machine id, lower-cased; anything else is refused before it nears a URL."""
+    if isinstance(value, str) and MACHINE_ID.fullmatch(value.lower()):
+        return value.lower()
+    raise InvalidRequest("InvalidMachineId", "machineId must be 40 hexadecimal characters")
+
+
+def validate_action_id(value: object) -> str:
+    """A MachineAction id is a GUID."""
+    if isinstance(value, str) and _GUID.fullmatch(value):
+        return value
+    raise InvalidRequest("InvalidActionId", "a machine action id must be a GUID")
+
+
+def odata_string(value: str) -> str:
+    """An OData string literal: quotes doubled, so a value can never end the literal early."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def is_final(status: str) -> bool:
+    """True for a MachineAction status that will not change any more."""
+    return status.lower() in FINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class MachineAction:
+    """A MachineAction as MDE returned it; ``raw`` is carried unchanged into result messages."""
+
+    raw: Mapping[str, Any]
+
+    @property
+    def id(self) -> str:
+        return str(self.raw.get("id", ""))
+
+    @property
+    def type(self) -> str:
+        return str(self.raw.get("type", ""))
+
+    @property
+    def status(self) -> str:
+        return str(self.raw.get("status", ""))
+
+    @property
+    def machine_id(self) -> str:
+        return str(self.raw.get("machineId", ""))
+
+    @property
+    def created(self) -> str:
+        return str(self.raw.get("creationDateTimeUtc", ""))
+
+
+# status -> error class for responses that are not 2xx; anything unlisted >= 500 is transient.
+_ERRORS_BY_STATUS: dict[int, type[MdeApiError]] = {
+    400: MdePermanentError,
+    401: MdePermanentError,
+    403: MdePermanentError,
+    404: MdeNotFound,
+    408: MdeTransientError,
+    409: MdePermanentError,
+    429: MdeTransientError,
+}
+
+
+def _error_from_response(method: str, url: str, response: requests.Response) -> MdeApiError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    error = error if isinstance(error, dict) else {}
+    code = str(error.get("code") or response.reason or "HttpError")
+    message = str(error.get("message") or f"HTTP {response.status_code}")[:500]
+    target = error.get("target")
+    target = str(target) if target is not None else None
+    facts: dict[str, Any] = {"method": method, "url": url, "status": response.status_code, "target": target}
+    if response.status_code == 400 and (
+        code == "ActiveRequestAlreadyExists" or "already in progress" in message.lower()
+    ):
+        return ActionAlreadyPending(code, message, **facts)
+    cls = _ERRORS_BY_STATUS.get(response.status_code)
+    if cls is None:
+        cls = MdeTransientError if response.status_code >= 500 else MdePermanentError
+    if cls is MdeTransientError:
+        return MdeTransientError(code, message, retry_after=_retry_after(response), **facts)
+    return cls(code, message, **facts)
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    raw = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(raw)) if raw is not None else None
+    except ValueError:
+        return None
+
+
+class MdeClient:
+    """Calls the MDE API with app-only tokens. Create once per process and reuse."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token_provider: TokenProvider,
+        *,
+        timeout: tuple[float, float] = (5.0, 30.0),
+        session: requests.Session | None = None,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._tokens = token_provider
+        self._timeout = timeout
+        self._session = session or requests.Session()
+
+    def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        url = f"{self._base_url}{path}"
+        headers = {"Authorization": f"Bearer {self._tokens.get_token()}", "Accept": "application/json"}
+        try:
+            response = self._session.request(
+                method, url, json=body, headers=headers, timeout=self._timeout, allow_redirects=False
+            )
+        except requests.Timeout as e:
+            raise MdeTransientError("Timeout", str(e), method=method, url=url) from e
+        except requests.RequestException as e:
+            raise MdeTransientError("ConnectionError", str(e), method=method, url=url) from e
+        if response.status_code >= 300:
+            error = _error_from_response(method, url, response)
+            logger.warning("MDE call failed %s", error)
+            raise error
+        try:
+            return response.json()
+        except ValueError as e:
+            raise MdeTransientError(
+                "InvalidResponse",
+                "MDE returned a non-JSON success body",
+                method=method,
+                url=url,
+                status=response.status_code,
+            ) from e
+
+    def _action(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> MachineAction:
+        data = self._call(method, path, body)
+        if not isinstance(data, dict) or not data.get("id"):
+            raise MdeTransientError(
+                "InvalidResponse", "MDE returned no machine action", method=method, url=path
+            )
+        return MachineAction(data)
+
+    def isolate(self, machine_id: str, comment: str, isolation_type: IsolationType) -> MachineAction:
+        """``POST /api/machines/{id}/isolate``."""
+        if isolation_type not in ISOLATION_TYPES:
+            raise InvalidRequest("InvalidIsolationType", f"unknown isolation type {isolation_type!r}")
+        path = f"/api/machines/{validate_machine_id(machine_id)}/isolate"
+        return self._action("POST", path, {"Comment": comment, "IsolationType": isolation_type})
+
+    def unisolate(self, machine_id: str, comment: str) -> MachineAction:
+        """``POST /api/machines/{id}/unisolate``."""
+        path = f"/api/machines/{validate_machine_id(machine_id)}/unisolate"
+        return self._action("POST", path, {"Comment": comment})
+
+    def get_action(self, action_id: str) -> MachineAction:
+        """``GET /api/machineactions/{id}``."""
+        return self._action("GET", f"/api/machineactions/{validate_action_id(action_id)}")
+
+    def cancel_action(self, action_id: str, comment: str) -> MachineAction:
+        """``POST /api/machineactions/{id}/cancel``."""
+        path = f"/api/machineactions/{validate_action_id(action_id)}/cancel"
+        return self._action("POST", path, {"Comment": comment})
+
+    def list_actions(self, machine_id: str, action_type: str) -> list[MachineAction]:
+        """Actions of one type on one machine, newest first (sorted here: the API has no $orderby)."""
+        if not re.fullmatch(r"[A-Za-z]{1,40}", action_type):
+            raise InvalidRequest("InvalidActionType", "action type must be a plain word")
+        odata_filter = (
+            f"machineId eq {odata_string(validate_machine_id(machine_id))} "
+            f"and type eq {odata_string(action_type)}"
+        )
+        data = self._call("GET", f"/api/machineactions?$filter={quote(odata_filter, safe='')}")
+        actions = [MachineAction(a) for a in _values(data)]
+        return sorted(actions, key=lambda a: a.created, reverse=True)
+
+    def find_machines_by_dns_name(self, dns_name: str) -> list[dict[str, Any]]:
+        """``GET /api/machines?$filter=computerDnsName eq '...'`` (exact, OData-escaped)."""
+        odata_filter = f"computerDnsName eq {odata_string(dns_name)}"
+        return _values(self._call("GET", f"/api/machines?$filter={quote(odata_filter, safe='')}"))
+
+    def find_machines_by_ip(self, ip_address: str, timestamp: datetime) -> list[dict[str, Any]]:
+        """``GET /api/machines/findbyip(ip='..',timestamp=..)``: devices seen with that IP +-15 min."""
+        ip = str(ipaddress.ip_address(ip_address))
+        when = timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return _values(self._call("GET", f"/api/machines/findbyip(ip='{ip}',timestamp={when})"))
+
+
+def _values(data: Any) -> list[dict[str, Any]]:
+    values = data.get("value") if isinstance(data, dict) else None
+    if not isinstance(values, list):
+        raise MdeTransientError("InvalidResponse", "collection without a value array", method="GET", url="")
+    return [v for v in values if isinstance(v, dict)]

@@ -1,0 +1,186 @@
+"""App settings: read from the environment once per process, validated, frozen.
+
+Every setting is documented in the README ("Configuration"). A missing or malformed setting
+raises ``ConfigError`` naming it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+APP_ROOT = Path(__file__).resolve().parent.parent
+
+# cloud -> (API base URL, app-only token scope). See ../shared/mde-api.md "Hosts and tokens".
+CLOUDS: dict[str, tuple[str, str]] = {
+    "Commercial": (
+        "https://api.security.microsoft.com",
+        "https://api.securitycenter.microsoft.com/.default",
+    ),
+    "GCC": (
+        "https://api-gcc.securitycenter.microsoft.us",
+        "https://api-gcc.securitycenter.microsoft.us/.default",
+    ),
+    "GCCHigh": (
+        "https://api-gov.securitycenter.microsoft.us",
+        "https://api-gov.securitycenter.microsoft.us/.default",
+    ),
+    "DoD": (
+        "https://api-gov.securitycenter.microsoft.us",
+        "https://api-gov.securitycenter.microsoft.us/.default",
+    ),
+}
+
+STORAGE_CONNECTION = "CONTAINMENT_STORAGE"
+_QUEUE_NAME = re.compile(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]")
+_GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """How to reach the storage account: a connection string, or identity-based URIs."""
+
+    connection_string: str | None = None
+    queue_service_uri: str | None = None
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated app settings."""
+
+    mde_cloud: str
+    mde_api_base_url: str
+    mde_token_scope: str
+    azure_client_id: str | None
+    isolation_queue: str
+    release_queue: str
+    results_queue: str
+    storage: StorageSettings
+    http_connect_timeout: float
+    http_read_timeout: float
+    max_dequeue_count: int
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _https_url(env: Mapping[str, str], name: str, default: str) -> str:
+    value = _optional(env, name) or default
+    # http:// only for loopback: the local dev stack. A token never goes over plain http elsewhere.
+    loopback = re.match(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?(/|$)", value)
+    if not (value.startswith("https://") or loopback):
+        raise ConfigError(f"{name} must be an https:// URL (got {value!r})")
+    return value.rstrip("/")
+
+
+def _queue_name(env: Mapping[str, str], name: str, default: str) -> str:
+    value = _optional(env, name) or default
+    if not _QUEUE_NAME.fullmatch(value):
+        raise ConfigError(
+            f"{name} must be a storage queue name (3-63 lowercase letters, digits, hyphens); got {value!r}"
+        )
+    return value
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = _optional(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds (got {raw!r})") from None
+    if not 0 < value <= 600:
+        raise ConfigError(f"{name} must be between 0 and 600 seconds (got {raw!r})")
+    return value
+
+
+def _storage(env: Mapping[str, str]) -> StorageSettings:
+    conn = _optional(env, STORAGE_CONNECTION)
+    if conn:
+        return StorageSettings(connection_string=conn)
+    uri = _optional(env, f"{STORAGE_CONNECTION}__queueServiceUri")
+    if not uri:
+        raise ConfigError(
+            f"{STORAGE_CONNECTION} (connection string) or {STORAGE_CONNECTION}__queueServiceUri "
+            "(identity-based) must be set"
+        )
+    credential = _optional(env, f"{STORAGE_CONNECTION}__credential")
+    if credential is not None and credential.lower() != "managedidentity":
+        raise ConfigError(f"{STORAGE_CONNECTION}__credential must be 'managedidentity' (got {credential!r})")
+    client_id = _optional(env, f"{STORAGE_CONNECTION}__clientId")
+    if client_id is not None and not _GUID.fullmatch(client_id):
+        raise ConfigError(f"{STORAGE_CONNECTION}__clientId must be a GUID (got {client_id!r})")
+    return StorageSettings(queue_service_uri=uri.rstrip("/"), client_id=client_id)
+
+
+def effective_host_json(env: Mapping[str, str], root: Path = APP_ROOT) -> dict[str, Any]:
+    """host.json as the Functions host sees it, with ``AzureFunctionsJobHost__`` overrides."""
+    config: dict[str, Any] = json.loads((root / "host.json").read_text(encoding="utf-8"))
+    prefix = "azurefunctionsjobhost__"
+    for key, value in env.items():
+        if not key.lower().startswith(prefix):
+            continue
+        node = config
+        *parents, leaf = key[len(prefix) :].split("__")
+        for part in parents:
+            match = next((k for k in node if k.lower() == part.lower()), part)
+            node = node.setdefault(match, {})
+        node[next((k for k in node if k.lower() == leaf.lower()), leaf)] = value
+    return config
+
+
+def _max_dequeue_count(env: Mapping[str, str]) -> int:
+    queues = effective_host_json(env).get("extensions", {}).get("queues", {})
+    raw = queues.get("maxDequeueCount", 5)
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"host.json extensions.queues.maxDequeueCount: bad value {raw!r}") from None
+    if value < 1:
+        raise ConfigError("host.json extensions.queues.maxDequeueCount must be at least 1")
+    return value
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Read and validate every setting from ``env``; raise ``ConfigError`` naming the first bad one."""
+    cloud = _optional(env, "MDE_CLOUD") or "Commercial"
+    if cloud not in CLOUDS:
+        raise ConfigError(f"MDE_CLOUD must be one of {', '.join(CLOUDS)} (got {cloud!r})")
+    base_url, scope = CLOUDS[cloud]
+    token_scope = _optional(env, "MDE_TOKEN_SCOPE") or scope
+    if not token_scope.startswith(("https://", "api://")):
+        raise ConfigError(f"MDE_TOKEN_SCOPE must be a resource URI scope (got {token_scope!r})")
+    client_id = _optional(env, "AZURE_CLIENT_ID")
+    if client_id is not None and not _GUID.fullmatch(client_id):
+        raise ConfigError(f"AZURE_CLIENT_ID must be a GUID (got {client_id!r})")
+    return Settings(
+        mde_cloud=cloud,
+        mde_api_base_url=_https_url(env, "MDE_API_BASE_URL", base_url),
+        mde_token_scope=token_scope,
+        azure_client_id=client_id,
+        isolation_queue=_queue_name(env, "ISOLATION_QUEUE", "isolation-requests"),
+        release_queue=_queue_name(env, "RELEASE_QUEUE", "release-requests"),
+        results_queue=_queue_name(env, "RESULTS_QUEUE", "machine-action-results"),
+        storage=_storage(env),
+        http_connect_timeout=_positive_float(env, "MDE_HTTP_CONNECT_TIMEOUT", 5.0),
+        http_read_timeout=_positive_float(env, "MDE_HTTP_READ_TIMEOUT", 30.0),
+        max_dequeue_count=_max_dequeue_count(env),
+    )
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read on first use (never at import time)."""
+    return load_settings(os.environ)
