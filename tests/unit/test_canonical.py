@@ -1,0 +1,165 @@
+import base64
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.canonical import (
+    COMMENT_MAX,
+    decode_body,
+    mde_comment,
+    parse_isolation,
+    parse_release,
+    schema_errors,
+)
+from shared.errors import InvalidRequest
+
+MACHINE = "1e5bc9d7e413ddd7902c2932e418702b84d0cc07"
+
+
+def isolation(**fields: object) -> dict[str, object]:
+    return {"machineId": MACHINE, "requestId": "req-1", **fields}
+
+
+def release(**fields: object) -> dict[str, object]:
+    return {
+        "machineId": MACHINE,
+        "ticketId": "INC0012345",
+        "requestedBy": "ana@contoso.com",
+        "approved": True,
+        **fields,
+    }
+
+
+def test_plain_and_base64_bodies_decode_to_the_same_object() -> None:
+    text = json.dumps(isolation()).encode()
+    assert decode_body(text) == decode_body(base64.b64encode(text)) == isolation()
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"", "InvalidJson"),
+        (b"   ", "InvalidJson"),
+        (b"not json", "InvalidJson"),
+        (b"[1, 2]", "NotAnObject"),
+        (b'"a string"', "NotAnObject"),
+        (b"\xff\xfe{}", "InvalidJson"),
+        (b"e30=!!", "InvalidJson"),
+        (b"[" * 100_000 + b"]" * 100_000, "MessageTooLarge"),
+        (b"[" * 30_000 + b"]" * 30_000, "InvalidJson"),
+        (b"{" + b" " * (64 * 1024) + b"}", "MessageTooLarge"),
+    ],
+)
+def test_undecodable_bodies_are_rejected_with_a_code(body: bytes, code: str) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        decode_body(body)
+    assert raised.value.code == code
+
+
+def test_deep_but_valid_nesting_under_the_limit_is_still_an_object_error_not_a_crash() -> None:
+    with pytest.raises(InvalidRequest, match="NotAnObject"):
+        decode_body(b"[" * 500 + b"]" * 500)
+
+
+def test_canonical_isolation_request_parses_with_defaults() -> None:
+    request = parse_isolation(isolation(), "msg-1")
+    assert request.action == "Isolate"
+    assert request.device.machine_id == MACHINE
+    assert request.isolation_type == "Full"
+    assert request.request_id == "req-1"
+    assert request.source.system == "canonical"
+
+
+def test_uppercase_machine_id_is_normalised_to_lowercase() -> None:
+    assert parse_isolation(isolation(machineId=MACHINE.upper()), "m").device.machine_id == MACHINE
+
+
+def test_missing_request_id_falls_back_to_the_message_id() -> None:
+    document = isolation()
+    del document["requestId"]
+    assert parse_isolation(document, "msg-abc").request_id == "msg-abc"
+
+
+def test_ip_and_timestamp_name_a_device() -> None:
+    request = parse_isolation({"ipAddress": "10.1.2.3", "timestamp": "2026-11-20T10:00:00+01:00"}, "m")
+    assert request.device.ip_address == "10.1.2.3"
+    assert request.device.timestamp == datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"requestId": "x"},  # no device
+        isolation(machineId="../../machines/1e5bc9d7e413ddd7902c2932e418702b84d0cc0"),
+        isolation(machineId=MACHINE + "/isolate"),
+        isolation(machineId=MACHINE[:-1] + "?"),
+        isolation(machineId=MACHINE[:-3] + "%2F"),
+        isolation(machineId=MACHINE[:-1] + "\u0661"),
+        isolation(machineId=MACHINE + "\n"),
+        isolation(machineId=12345),
+        isolation(isolationType="full"),
+        isolation(isolationType="Partial"),
+        isolation(comment="line\nbreak"),
+        isolation(comment="x" * 10_000),
+        isolation(deviceName="pc' or 1 eq 1"),
+        isolation(requestId="has space"),
+        isolation(source={"system": "sentinel", "url": "javascript:alert(1)"}),
+        isolation(Comment="wrong case"),
+        {"deviceName": "", "requestId": "r"},
+        {"ipAddress": "10.1.2.3"},
+        {"ipAddress": "not-an-ip", "timestamp": "2026-11-20T10:00:00Z"},
+        {"ipAddress": "10.1.2.3", "timestamp": "2026-13-45T99:00:00Z"},
+    ],
+)
+def test_invalid_isolation_requests_are_refused(document: dict[str, object]) -> None:
+    with pytest.raises(InvalidRequest):
+        parse_isolation(document, "m")
+
+
+def test_release_request_needs_ticket_requester_and_approval() -> None:
+    request = parse_release(release(), "m")
+    assert (request.action, request.ticket_id, request.requested_by, request.approved) == (
+        "Unisolate",
+        "INC0012345",
+        "ana@contoso.com",
+        True,
+    )
+    assert request.source.id == "INC0012345"
+    for missing in ("ticketId", "requestedBy", "approved"):
+        document = release()
+        del document[missing]
+        with pytest.raises(InvalidRequest, match=missing):
+            parse_release(document, "m")
+
+
+def test_release_with_approved_as_a_string_is_a_schema_violation() -> None:
+    with pytest.raises(InvalidRequest, match="SchemaViolation"):
+        parse_release(release(approved="true"), "m")
+
+
+def test_isolation_comment_names_the_request_and_source() -> None:
+    request = parse_isolation(
+        isolation(comment="Ransomware on host", source={"system": "sentinel", "id": "INC-42"}), "m"
+    )
+    assert mde_comment(request) == "Ransomware on host [mde-containment request=req-1 source=sentinel:INC-42]"
+
+
+def test_release_comment_names_ticket_and_requester() -> None:
+    request = parse_release(release(comment="cleaned and reimaged"), "m")
+    assert mde_comment(request) == (
+        "Release approved in ticket INC0012345, requested by ana@contoso.com: cleaned and reimaged"
+        " [mde-containment request=m]"
+    )
+
+
+def test_comment_is_bounded() -> None:
+    request = parse_isolation(isolation(comment="x" * 1000, requestId="r" * 128), "m")
+    comment = mde_comment(request)
+    assert len(comment) == COMMENT_MAX
+    assert comment.endswith("…")
+
+
+def test_schema_errors_point_at_the_field() -> None:
+    errors = schema_errors("isolation-request.schema.json", isolation(isolationType="Half"))
+    assert errors == ["isolationType: 'Half' is not one of ['Full', 'Selective', 'UnManagedDevice']"]

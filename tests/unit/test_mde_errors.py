@@ -1,0 +1,120 @@
+"""The MDE client's mapping of responses to typed errors (the table in shared/mde.py).
+
+The simulator produces these responses too (tests/integration); here each mapping is checked on
+its own, with responses built in memory.
+"""
+
+import json
+
+import pytest
+import requests
+
+from shared.errors import (
+    ActionAlreadyPending,
+    InvalidRequest,
+    MdeNotFound,
+    MdePermanentError,
+    MdeTransientError,
+    PermanentError,
+    TransientError,
+)
+from shared.mde import _error_from_response, odata_string, validate_action_id, validate_machine_id
+
+
+def response(status: int, body: object = None, headers: dict[str, str] | None = None) -> requests.Response:
+    r = requests.Response()
+    r.status_code = status
+    r._content = json.dumps(body).encode() if body is not None else b"<html>gateway</html>"
+    r.headers.update(headers or {})
+    r.reason = "Reason"
+    return r
+
+
+def mde_error(code: str, message: str = "m") -> dict[str, object]:
+    return {"error": {"code": code, "message": message, "target": "c0ffee00-0000-4000-8000-000000000001"}}
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected"),
+    [
+        (400, "InvalidRequestBody", MdePermanentError),
+        (400, "MissingRequiredParameter", MdePermanentError),
+        (400, "OsPlatformNotSupported", MdePermanentError),
+        (401, "Unauthorized", MdePermanentError),
+        (403, "Forbidden", MdePermanentError),
+        (403, "DisallowedOperation", MdePermanentError),
+        (404, "ResourceNotFound", MdeNotFound),
+        (429, "TooManyRequests", MdeTransientError),
+        (500, "InternalServerError", MdeTransientError),
+        (503, "ServiceUnavailable", MdeTransientError),
+    ],
+)
+def test_status_maps_to_the_error_family(status: int, code: str, expected: type) -> None:
+    error = _error_from_response("POST", "https://api/x", response(status, mde_error(code)))
+    assert type(error) is expected
+    assert (error.status, error.code, error.target) == (status, code, "c0ffee00-0000-4000-8000-000000000001")
+    assert error.retryable is issubclass(expected, TransientError)
+    assert "POST https://api/x" in str(error)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        mde_error("ActiveRequestAlreadyExists", "Action is already in progress"),
+        mde_error("BadRequest", "Action is already in progress"),
+    ],
+)
+def test_already_in_progress_is_recognised_by_code_or_message(body: dict[str, object]) -> None:
+    error = _error_from_response("POST", "u", response(400, body))
+    assert isinstance(error, ActionAlreadyPending)
+    assert isinstance(error, PermanentError)
+
+
+def test_429_carries_retry_after_seconds() -> None:
+    error = _error_from_response(
+        "GET", "u", response(429, mde_error("TooManyRequests"), {"Retry-After": "7"})
+    )
+    assert isinstance(error, MdeTransientError)
+    assert error.retry_after == 7.0
+
+
+def test_error_without_a_json_body_still_has_a_code() -> None:
+    error = _error_from_response("GET", "u", response(502))
+    assert isinstance(error, MdeTransientError)
+    assert error.code == "Reason"
+    assert error.to_result_error() == {
+        "code": "Reason",
+        "message": "HTTP 502",
+        "retryable": True,
+        "httpStatus": 502,
+        "mdeTarget": None,
+    }
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "../" * 13 + "a",
+        "1e5bc9d7e413ddd7902c2932e418702b84d0cc0/",
+        "1e5bc9d7e413ddd7902c2932e418702b84d0cc0%",
+        None,
+        7,
+    ],
+)
+def test_machine_ids_are_validated_before_use(bad: object) -> None:
+    with pytest.raises(InvalidRequest, match="InvalidMachineId"):
+        validate_machine_id(bad)
+
+
+def test_action_ids_must_be_guids() -> None:
+    assert (
+        validate_action_id("7f1a2b3c-0000-4000-8000-000000000001") == "7f1a2b3c-0000-4000-8000-000000000001"
+    )
+    for bad in ("7f1a2b3c-0000-4000-8000-000000000001/cancel", "x", "7f1a2b3c-0000-4000-8000-00000000000\n"):
+        with pytest.raises(InvalidRequest):
+            validate_action_id(bad)
+
+
+def test_odata_literals_double_quotes() -> None:
+    assert odata_string("pc' or 1 eq 1") == "'pc'' or 1 eq 1'"
