@@ -60,6 +60,7 @@ class ContainmentRequest:
     ticket_id: str | None = None
     requested_by: str | None = None
     approved: bool = False
+    attempt: int = 1  # deliveries after a 429 re-enqueue count up from here
 
 
 @functools.cache
@@ -152,6 +153,7 @@ def parse_isolation(document: dict[str, Any], fallback_request_id: str) -> Conta
         comment=document.get("comment"),
         isolation_type=document.get("isolationType", "Full"),
         severity=document.get("severity"),
+        attempt=document.get("attempt", 1),
     )
 
 
@@ -167,7 +169,38 @@ def parse_release(document: dict[str, Any], fallback_request_id: str) -> Contain
         ticket_id=document["ticketId"],
         requested_by=document["requestedBy"],
         approved=document["approved"],
+        attempt=document.get("attempt", 1),
     )
+
+
+def to_canonical(request: ContainmentRequest, **changes: Any) -> dict[str, Any]:
+    """The canonical queue message for ``request``: how a request is re-enqueued (fan-out of a
+    multi-device event, retry after 429). ``changes`` override fields, e.g. ``attempt=2``."""
+    device = request.device
+    document: dict[str, Any] = {
+        "requestId": request.request_id,
+        "source": {k: v for k, v in vars(request.source).items() if v is not None},
+        "attempt": request.attempt,
+    }
+    if device.machine_id:
+        document["machineId"] = device.machine_id
+    if device.device_name:
+        document["deviceName"] = device.device_name
+    if device.ip_address and device.timestamp:
+        document["ipAddress"] = device.ip_address
+        document["timestamp"] = device.timestamp.isoformat()
+    if request.comment:
+        document["comment"] = request.comment
+    if request.action == "Isolate":
+        document["isolationType"] = request.isolation_type
+        if request.severity:
+            document["severity"] = request.severity
+    else:
+        document.update(
+            ticketId=request.ticket_id, requestedBy=request.requested_by, approved=request.approved
+        )
+    document.update(changes)
+    return document
 
 
 def mde_comment(request: ContainmentRequest) -> str:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import random
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -140,14 +142,30 @@ class MdeClient:
         token_provider: TokenProvider,
         *,
         timeout: tuple[float, float] = (5.0, 30.0),
+        retries: int = 2,
         session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._tokens = token_provider
         self._timeout = timeout
+        self._retries = retries
         self._session = session or requests.Session()
+        self._sleep = sleep
 
     def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        """One API call. 5xx and network errors are retried a few times with jittered backoff;
+        429 is not (the pipeline re-enqueues the request for exactly ``Retry-After``)."""
+        for attempt in range(self._retries + 1):
+            try:
+                return self._call_once(method, path, body)
+            except MdeTransientError as e:
+                if e.status == 429 or attempt == self._retries:
+                    raise
+                self._sleep(random.uniform(0.5, 1.5) * 2**attempt)  # noqa: S311 - jitter, not crypto
+        raise AssertionError("unreachable")
+
+    def _call_once(self, method: str, path: str, body: Mapping[str, Any] | None) -> Any:
         url = f"{self._base_url}{path}"
         headers = {"Authorization": f"Bearer {self._tokens.get_token()}", "Accept": "application/json"}
         try:
@@ -213,6 +231,13 @@ class MdeClient:
         data = self._call("GET", f"/api/machineactions?$filter={quote(odata_filter, safe='')}")
         actions = [MachineAction(a) for a in _values(data)]
         return sorted(actions, key=lambda a: a.created, reverse=True)
+
+    def get_machine(self, machine_id: str) -> dict[str, Any]:
+        """``GET /api/machines/{id}``."""
+        data = self._call("GET", f"/api/machines/{validate_machine_id(machine_id)}")
+        if not isinstance(data, dict):
+            raise MdeTransientError("InvalidResponse", "machine is not an object", method="GET", url="")
+        return data
 
     def find_machines_by_dns_name(self, dns_name: str) -> list[dict[str, Any]]:
         """``GET /api/machines?$filter=computerDnsName eq '...'`` (exact, OData-escaped)."""

@@ -1,9 +1,13 @@
 """The story of a request, from queue message to result message.
 
-arrival (decode) -> parse (validate) -> resolve (which machine) -> act (MDE) -> report (results).
+arrival (decode) -> parse (validate; one request per device) -> resolve (which machine)
+-> act (MDE, after settling any opposite pending action) -> report (results queue)
+-> follow up (tracking messages until the action is final).
 
 Every message ends in exactly one of:
 * a result message, then the message is completed (success or a permanent error);
+* a re-enqueued message, then the message is completed: one request per device for an event that
+  names several, the same request after ``Retry-After`` on a 429, the next tracking check;
 * an exception, so the host redelivers it (a transient error). On the last allowed delivery a
   ``Failed`` result with ``error.retryable = true`` is written first, so the requester always hears
   back even though the message then goes to the poison queue.
@@ -14,22 +18,34 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import azure.functions as func
 
 from . import canonical
 from .canonical import Action, ContainmentRequest, Source
-from .errors import ActionAlreadyPending, ContainmentError, InvalidRequest, PermanentError, TransientError
+from .errors import (
+    ActionAlreadyPending,
+    ContainmentError,
+    InvalidRequest,
+    MdeApiError,
+    PermanentError,
+    TransientError,
+)
 from .identity import CredentialTokenProvider, managed_identity_credential
+from .ledger import Ledger, TableLedger
 from .mde import MachineAction, MdeClient, is_final, validate_machine_id
+from .queues import MessageSender, StorageQueueSender
 from .results import Delivery, QueueResultPublisher, ResultPublisher, build_result
 from .settings import Settings, get_settings
+from .tracking import Tracking, delay_before_check, device_online, final_outcome, first_tracking
 
 logger = logging.getLogger(__name__)
 
-Parser = Callable[[dict[str, Any], str], ContainmentRequest]
+EventParser = Callable[[dict[str, Any], str], list[ContainmentRequest]]
+OPPOSITE: dict[str, Action] = {"Isolate": "Unisolate", "Unisolate": "Isolate"}
 
 
 @dataclass(frozen=True)
@@ -38,12 +54,15 @@ class Runtime:
 
     settings: Settings
     mde: MdeClient
+    sender: MessageSender
     publisher: ResultPublisher
+    ledger: Ledger
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
 @functools.cache
 def runtime() -> Runtime:
-    """Settings, credential, MDE client and results publisher for this process."""
+    """Settings, credential, MDE client, queues and ledger for this process."""
     settings = get_settings()
     credential = managed_identity_credential(settings.azure_client_id)
     tokens = CredentialTokenProvider(credential, settings.mde_token_scope)
@@ -51,132 +70,318 @@ def runtime() -> Runtime:
         settings.mde_api_base_url,
         tokens,
         timeout=(settings.http_connect_timeout, settings.http_read_timeout),
+        retries=settings.http_retries,
     )
     storage_credential = None
-    if settings.storage.queue_service_uri:
+    if not settings.storage.connection_string:
         storage_id = settings.storage.client_id
         same = storage_id == settings.azure_client_id
         storage_credential = credential if same else managed_identity_credential(storage_id)
-    publisher = QueueResultPublisher.from_settings(
-        settings.storage, settings.results_queue, storage_credential
-    )
-    return Runtime(settings, mde, publisher)
+    sender = StorageQueueSender(settings.storage, storage_credential)
+    ledger = TableLedger.from_settings(settings.storage, settings.ledger_table, storage_credential)
+    return Runtime(settings, mde, sender, QueueResultPublisher(sender, settings.results_queue), ledger)
+
+
+def _canonical_isolation(document: dict[str, Any], fallback_id: str) -> list[ContainmentRequest]:
+    return [canonical.parse_isolation(document, fallback_id)]
+
+
+def _canonical_release(document: dict[str, Any], fallback_id: str) -> list[ContainmentRequest]:
+    return [canonical.parse_release(document, fallback_id)]
 
 
 def handle_isolation(msg: func.QueueMessage) -> None:
     """Entry point of ``isolate_fn``."""
     rt = runtime()
-    _handle(msg, "Isolate", canonical.parse_isolation, rt.settings.isolation_queue, rt)
+    Handler(rt, "Isolate", rt.settings.isolation_queue, _canonical_isolation).handle(msg)
 
 
 def handle_release(msg: func.QueueMessage) -> None:
     """Entry point of ``release_fn``."""
     rt = runtime()
-    _handle(msg, "Unisolate", canonical.parse_release, rt.settings.release_queue, rt)
+    Handler(rt, "Unisolate", rt.settings.release_queue, _canonical_release).handle(msg)
 
 
-def _handle(msg: func.QueueMessage, action: Action, parse: Parser, queue: str, rt: Runtime) -> None:
-    delivery = Delivery(queue=queue, message_id=msg.id or "", dequeue_count=msg.dequeue_count or 1)
-    fallback_id = f"msg-{delivery.message_id}"
-    document: Any = None
-    request: ContainmentRequest | None = None
-    report: Callable[..., None] = functools.partial(_report, rt.publisher, action=action, delivery=delivery)
-    try:
-        document = canonical.decode_body(msg.get_body())
-        request = parse(document, fallback_id)
+@dataclass
+class Handler:
+    """Handles one queue message of one trigger queue."""
+
+    rt: Runtime
+    action: Action
+    queue: str
+    parse: EventParser
+
+    def handle(self, msg: func.QueueMessage) -> None:
+        delivery = Delivery(self.queue, msg.id or "", msg.dequeue_count or 1)
+        fallback_id = f"msg-{delivery.message_id}"
+        document: Any = None
+        subject: Subject | None = None
+        try:
+            document = canonical.decode_body(msg.get_body())
+            if "tracking" in document:
+                tracking = Tracking.from_message(document)
+                subject = Subject.from_tracking(tracking)
+                self.follow_up(tracking, subject, delivery)
+                return
+            requests = self.parse(document, fallback_id)
+            if len(requests) > 1:
+                self.fan_out(requests)
+                return
+            subject = Subject.from_request(requests[0])
+            self.contain(requests[0], subject, delivery)
+        except PermanentError as e:
+            subject = subject or Subject.unknown(self.action, document, fallback_id)
+            outcome = "Rejected" if isinstance(e, InvalidRequest) else "Failed"
+            logger.warning(
+                "request refused outcome=%s code=%s request_id=%s", outcome, e.code, subject.request_id
+            )
+            self.report(subject, delivery, outcome, error=e)
+        except Exception as e:
+            # Transient (or a bug): the host redelivers. On the last delivery, report first.
+            if delivery.dequeue_count >= self.rt.settings.max_dequeue_count:
+                subject = subject or Subject.unknown(self.action, document, fallback_id)
+                error = e if isinstance(e, ContainmentError) else TransientError("InternalError", repr(e))
+                final = TransientError(
+                    error.code, f"gave up after {delivery.dequeue_count} deliveries: {error.message}"[:1000]
+                )
+                self.report(subject, delivery, "Failed", error=final)
+            raise
+
+    def fan_out(self, requests: list[ContainmentRequest]) -> None:
+        """One event naming several devices: one queue message per device, each with its own
+        retries and result; all carry the event's source id."""
+        for request in requests:
+            self.rt.sender.send(self.queue, canonical.to_canonical(request))
+        logger.info("event fanned out devices=%d source_id=%s", len(requests), requests[0].source.id)
+
+    def contain(self, request: ContainmentRequest, subject: Subject, delivery: Delivery) -> None:
+        """Resolve, settle opposite actions, submit; report and schedule the follow-up."""
         logger.info(
-            "request action=%s request_id=%s source=%s dequeue_count=%d",
-            action,
+            "request action=%s request_id=%s source=%s attempt=%d dequeue_count=%d",
+            request.action,
             request.request_id,
             request.source.system,
+            request.attempt,
             delivery.dequeue_count,
         )
-        outcome, machine, machine_action = process(request, rt.mde)
-        report(outcome=outcome, request=request, machine=machine, machine_action=machine_action)
-    except PermanentError as e:
-        outcome = "Rejected" if isinstance(e, InvalidRequest) or request is None else "Failed"
-        logger.warning(
-            "request refused outcome=%s code=%s request_id=%s",
-            outcome,
-            e.code,
-            request.request_id if request else fallback_id,
+        if request.action == "Unisolate" and not request.approved:
+            raise InvalidRequest("NotApproved", f"ticket {request.ticket_id} is not approved for release")
+        mde = self.rt.mde
+        try:
+            machine = resolve_machine(request, mde)
+            subject.machine = {"id": machine["id"], "computerDnsName": machine.get("computerDnsName")}
+            comment = canonical.mde_comment(request)
+            subject.details["cancelledActions"] = self.cancel_opposite(machine["id"], request)
+            outcome, action = submit(mde, request, machine["id"], comment)
+        except MdeApiError as e:
+            if e.status != 429:
+                raise
+            self.retry_later(request, subject, delivery, e)
+            return
+        subject.details.update(self.device_state(machine))
+        self.report(subject, delivery, outcome, machine_action=action)
+        if not is_final(action.status):
+            self.schedule_follow_up(subject, action)
+
+    def cancel_opposite(self, machine_id: str, request: ContainmentRequest) -> list[str]:
+        """The newer request wins: cancel a pending opposite action on the same machine, so an
+        isolate/unisolate pair cannot complete out of order."""
+        cancelled = []
+        for pending in mde_pending(self.rt.mde, machine_id, OPPOSITE[request.action]):
+            comment = f"Superseded by {request.action} request {request.request_id} [mde-containment]"
+            try:
+                self.rt.mde.cancel_action(pending.id, comment)
+            except PermanentError as e:
+                # It went final between the list and the cancel: nothing left to settle.
+                logger.info("opposite action not cancelled action_id=%s code=%s", pending.id, e.code)
+                continue
+            logger.info(
+                "opposite action cancelled action_id=%s request_id=%s", pending.id, request.request_id
+            )
+            cancelled.append(pending.id)
+        return cancelled
+
+    def device_state(self, machine: dict[str, Any]) -> dict[str, Any]:
+        """``deviceOnline`` and ``lastSeen``: an offline device's action stays Pending until it
+        checks in, and the SOC needs to know now. Unknown (None) if the lookup fails."""
+        if "healthStatus" not in machine:
+            try:
+                machine = self.rt.mde.get_machine(machine["id"])
+            except ContainmentError as e:
+                logger.info("device state unknown machine_id=%s code=%s", machine["id"], e.code)
+                return {"deviceOnline": None, "lastSeen": None}
+        online, last_seen = device_online(machine, self.rt.clock(), self.rt.settings.device_offline_after)
+        return {"deviceOnline": online, "lastSeen": last_seen}
+
+    def retry_later(
+        self, request: ContainmentRequest, subject: Subject, delivery: Delivery, error: MdeApiError
+    ) -> None:
+        """429: re-enqueue the same request for exactly ``Retry-After`` instead of burning host
+        deliveries; after too many attempts, report ``Failed`` (retryable)."""
+        if request.attempt >= self.rt.settings.max_throttled_attempts:
+            message = f"still throttled after {request.attempt} attempts: {error.message}"
+            self.report(subject, delivery, "Failed", error=TransientError(error.code, message))
+            return
+        delay = getattr(error, "retry_after", None) or 60.0
+        resolved = subject.machine.get("id") if subject.machine else None
+        changes: dict[str, Any] = {"attempt": request.attempt + 1}
+        if resolved:  # do not spend another lookup on the same device
+            changes.update(machineId=resolved)
+        self.rt.sender.send(self.queue, canonical.to_canonical(request, **changes), delay_s=delay)
+        logger.info(
+            "throttled, re-enqueued request_id=%s attempt=%d delay_s=%s",
+            request.request_id,
+            request.attempt + 1,
+            delay,
         )
-        report(outcome=outcome, request=request, document=document, fallback_id=fallback_id, error=e)
-    except Exception as e:
-        # Transient (or unexpected): the host redelivers. On the last delivery, report first.
-        if delivery.dequeue_count >= rt.settings.max_dequeue_count:
-            error = e if isinstance(e, TransientError) else TransientError("InternalError", repr(e)[:500])
-            error_message = f"gave up after {delivery.dequeue_count} deliveries: {error.message}"
-            final = TransientError(error.code, error_message)
-            report(outcome="Failed", request=request, document=document, fallback_id=fallback_id, error=final)
-        raise
+
+    def schedule_follow_up(self, subject: Subject, action: MachineAction) -> None:
+        tracking = first_tracking(
+            request_id=subject.request_id,
+            action=subject.action,
+            action_id=action.id,
+            status=action.status,
+            machine=subject.machine or {},
+            source=subject.source_dict(),
+            details=subject.details,
+            now=self.rt.clock(),
+            deadline=self.rt.settings.tracking_deadline,
+        )
+        self.send_tracking(tracking, delay_before_check(self.rt.settings.tracking_schedule, 1))
+
+    def send_tracking(self, tracking: Tracking, delay_s: float) -> None:
+        self.rt.sender.send(self.queue, tracking.to_message(), delay_s=max(1.0, delay_s))
+
+    def follow_up(self, tracking: Tracking, subject: Subject, delivery: Delivery) -> None:
+        """One check of a submitted action: final -> final result (once); else reschedule."""
+        subject.sequence = 2
+        if self.rt.ledger.final_reported(tracking.action_id, tracking.request_id):
+            logger.info("final result already written action_id=%s", tracking.action_id)
+            return
+        schedule = self.rt.settings.tracking_schedule
+        try:
+            action = self.rt.mde.get_action(tracking.action_id)
+        except MdeApiError as e:
+            if e.status != 429:
+                raise
+            retry_after = getattr(e, "retry_after", None) or 60.0
+            # Never more often than the schedule, never earlier than MDE allows.
+            self.send_tracking(tracking, max(retry_after, delay_before_check(schedule, tracking.check)))
+            return
+        now = self.rt.clock()
+        outcome = final_outcome(action.status)
+        if outcome is None and now >= tracking.deadline:
+            outcome = "TrackingExpired"
+            subject.details["lastStatus"] = action.status
+        if outcome is not None:
+            self.report(subject, delivery, outcome, machine_action=action)
+            self.rt.ledger.mark_final_reported(tracking.action_id, tracking.request_id, outcome)
+            return
+        delay = delay_before_check(schedule, tracking.check + 1)
+        remaining = (tracking.deadline - now).total_seconds()
+        self.send_tracking(tracking.next_check(action.status), min(delay, max(1.0, remaining)))
+
+    def report(
+        self,
+        subject: Subject,
+        delivery: Delivery,
+        outcome: str,
+        *,
+        machine_action: MachineAction | None = None,
+        error: ContainmentError | None = None,
+    ) -> None:
+        self.rt.publisher.publish(
+            build_result(
+                action=subject.action,
+                outcome=outcome,
+                delivery=delivery,
+                request_id=subject.request_id,
+                source=subject.source,
+                sequence=subject.sequence,
+                machine=subject.machine,
+                machine_action=machine_action,
+                error=error,
+                details=subject.details,
+                now=self.rt.clock(),
+            )
+        )
 
 
-def _report(
-    publisher: ResultPublisher,
-    *,
-    action: Action,
-    delivery: Delivery,
-    outcome: str,
-    request: ContainmentRequest | None,
-    machine: dict[str, Any] | None = None,
-    machine_action: MachineAction | None = None,
-    document: Any = None,
-    fallback_id: str = "",
-    error: ContainmentError | None = None,
-) -> None:
-    if request is not None:
-        request_id, source = request.request_id, request.source
-    else:
+@dataclass
+class Subject:
+    """What a result message is about: the request's correlation and the machine."""
+
+    action: Action
+    request_id: str
+    source: Source
+    machine: dict[str, Any] | None
+    details: dict[str, Any]
+    sequence: int = 1
+
+    @classmethod
+    def from_request(cls, request: ContainmentRequest) -> Subject:
+        device = request.device
+        machine = None
+        if device.machine_id or device.device_name:
+            machine = {"id": device.machine_id, "computerDnsName": device.device_name}
+        details: dict[str, Any] = {}
+        if request.action == "Isolate":
+            details["isolationType"] = request.isolation_type
+        else:
+            details.update(requestedBy=request.requested_by, ticketId=request.ticket_id)
+        return cls(request.action, request.request_id, request.source, machine, details)
+
+    @classmethod
+    def from_tracking(cls, tracking: Tracking) -> Subject:
+        source = Source(
+            system=str(tracking.source.get("system", "unknown")),
+            id=tracking.source.get("id"),
+            url=tracking.source.get("url"),
+        )
+        action: Action = "Isolate" if tracking.action == "Isolate" else "Unisolate"
+        return cls(action, tracking.request_id, source, tracking.machine, dict(tracking.details), 2)
+
+    @classmethod
+    def unknown(cls, action: Action, document: Any, fallback_id: str) -> Subject:
+        """For a message that could not be parsed: whatever correlation it offers."""
         request_id = canonical.best_effort_request_id(document) or fallback_id
-        source = Source(system="unknown")
-    publisher.publish(
-        build_result(
-            action=action,
-            outcome=outcome,
-            delivery=delivery,
-            request_id=request_id,
-            source=source,
-            request=request,
-            machine=machine,
-            machine_action=machine_action,
-            error=error,
-        )
-    )
+        return cls(action, request_id, Source(system="unknown"), None, {})
+
+    def source_dict(self) -> dict[str, Any]:
+        return {"system": self.source.system, "id": self.source.id, "url": self.source.url}
 
 
-def process(request: ContainmentRequest, mde: MdeClient) -> tuple[str, dict[str, Any], MachineAction]:
-    """Resolve the machine and submit the action: (outcome, machine, machine action)."""
-    if request.action == "Unisolate" and not request.approved:
-        raise InvalidRequest("NotApproved", f"ticket {request.ticket_id} is not approved for release")
-    machine = resolve_machine(request, mde)
-    comment = canonical.mde_comment(request)
+def submit(
+    mde: MdeClient, request: ContainmentRequest, machine_id: str, comment: str
+) -> tuple[str, MachineAction]:
+    """POST the action: ("Submitted", new action) or ("AlreadyPending", the existing one)."""
     try:
         if request.action == "Isolate":
-            action = mde.isolate(machine["id"], comment, request.isolation_type)
+            action = mde.isolate(machine_id, comment, request.isolation_type)
         else:
-            action = mde.unisolate(machine["id"], comment)
+            action = mde.unisolate(machine_id, comment)
     except ActionAlreadyPending as e:
-        return "AlreadyPending", machine, _pending_action(mde, machine["id"], request.action, e)
-    return "Submitted", machine, action
+        existing = next(iter(mde_pending(mde, machine_id, request.action)), None)
+        if existing is None:
+            # MDE said pending but lists none: it went final meanwhile. A redelivery submits anew.
+            raise TransientError("PendingActionNotFound", f"{e.message}; no pending action listed") from e
+        return "AlreadyPending", existing
+    # MDE sometimes answers 201 with the existing pending action instead of a 400.
+    if action.raw.get("requestorComment") not in (None, comment) and not is_final(action.status):
+        return "AlreadyPending", action
+    return "Submitted", action
 
 
-def _pending_action(
-    mde: MdeClient, machine_id: str, action_type: str, refusal: ActionAlreadyPending
-) -> MachineAction:
-    """The action MDE says is already pending: newest not-final one of the same type."""
-    for action in mde.list_actions(machine_id, action_type):
-        if not is_final(action.status):
-            return action
-    # MDE said pending but lists none: it finished meanwhile. Retrying will submit anew.
-    raise TransientError("PendingActionNotFound", f"{refusal.message}; no pending {action_type} action found")
+def mde_pending(mde: MdeClient, machine_id: str, action_type: str) -> list[MachineAction]:
+    """Not-final actions of one type on a machine, newest first."""
+    return [a for a in mde.list_actions(machine_id, action_type) if not is_final(a.status)]
 
 
 def resolve_machine(request: ContainmentRequest, mde: MdeClient) -> dict[str, Any]:
-    """``{"id", "computerDnsName"}`` of the one machine the request names."""
+    """The one machine the request names: ``{"id", ...}`` (the full Machine when looked up)."""
     device = request.device
     if device.machine_id:
-        return {"id": device.machine_id, "computerDnsName": None}
+        return {"id": device.machine_id, "computerDnsName": device.device_name}
     if device.device_name:
         candidates = mde.find_machines_by_dns_name(device.device_name)
         described = f"computerDnsName {device.device_name!r}"
@@ -194,5 +399,6 @@ def resolve_machine(request: ContainmentRequest, mde: MdeClient) -> dict[str, An
             for c in candidates[:10]
         )
         raise InvalidRequest("AmbiguousDevice", f"{len(candidates)} machines have {described}: {listed}")
-    machine = candidates[0]
-    return {"id": validate_machine_id(machine.get("id")), "computerDnsName": machine.get("computerDnsName")}
+    machine = dict(candidates[0])
+    machine["id"] = validate_machine_id(machine.get("id"))
+    return machine

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from azure.core.credentials import TokenCredential
-from azure.core.exceptions import AzureError
-from azure.storage.queue import ExponentialRetry, QueueClient
-
-from .canonical import Action, ContainmentRequest, Source
-from .errors import ConfigError, ContainmentError, TransientError
+from .canonical import Action, Source
+from .errors import ContainmentError, TransientError
 from .mde import MachineAction
-from .settings import StorageSettings
+from .queues import MessageSender
 
 logger = logging.getLogger(__name__)
 
@@ -39,28 +34,31 @@ def build_result(
     delivery: Delivery,
     request_id: str,
     source: Source,
-    request: ContainmentRequest | None = None,
+    sequence: int,
     machine: dict[str, Any] | None = None,
     machine_action: MachineAction | None = None,
     error: ContainmentError | None = None,
+    details: dict[str, Any] | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """One result message. ``machine`` is ``{"id", "computerDnsName"}`` when known."""
-    if machine is None and request is not None and request.device.machine_id:
-        machine = {"id": request.device.machine_id, "computerDnsName": None}
-    if machine is None and request is not None and request.device.device_name:
-        machine = {"id": None, "computerDnsName": request.device.device_name}
-    return {
+    """One result message (``result.schema.json``).
+
+    ``machine`` is ``{"id", "computerDnsName"}`` when known; ``details`` adds the optional fields
+    (``isolationType``, ``requestedBy``, ``ticketId``, ``deviceOnline``, ``lastSeen``,
+    ``cancelledActions``, ``lastStatus``).
+    """
+    result: dict[str, Any] = {
         "schemaVersion": SCHEMA_VERSION,
         "resultId": str(uuid.uuid4()),
         "timestamp": (now or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
         "action": action,
         "outcome": outcome,
+        "sequence": sequence,
         "requestId": request_id,
         "source": {"system": source.system, "id": source.id, "url": source.url},
-        "requestedBy": request.requested_by if request else None,
-        "machine": machine,
-        "isolationType": request.isolation_type if request and action == "Isolate" else None,
+        "machine": (
+            {"id": machine.get("id"), "computerDnsName": machine.get("computerDnsName")} if machine else None
+        ),
         "machineAction": dict(machine_action.raw) if machine_action else None,
         "error": error.to_result_error() if error else None,
         "delivery": {
@@ -69,6 +67,9 @@ def build_result(
             "dequeueCount": delivery.dequeue_count,
         },
     }
+    for key, value in (details or {}).items():
+        result.setdefault(key, value)
+    return result
 
 
 class ResultPublisher(Protocol):
@@ -78,35 +79,17 @@ class ResultPublisher(Protocol):
 
 
 class QueueResultPublisher:
-    """Writes result messages as plain JSON text to a storage queue."""
+    """Writes result messages as plain JSON text to the results queue."""
 
-    def __init__(self, queue: QueueClient) -> None:
+    def __init__(self, sender: MessageSender, queue: str) -> None:
+        self._sender = sender
         self._queue = queue
-
-    @classmethod
-    def from_settings(
-        cls, storage: StorageSettings, queue_name: str, credential: TokenCredential | None
-    ) -> QueueResultPublisher:
-        """Same connection rules as the trigger bindings' ``CONTAINMENT_STORAGE`` setting."""
-        # A few quick retries: a longer outage is the host's business (redelivery).
-        options: dict[str, Any] = {
-            "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=2),
-            "connection_timeout": 5,
-            "read_timeout": 15,
-        }
-        if storage.connection_string:
-            client = QueueClient.from_connection_string(storage.connection_string, queue_name, **options)
-        elif storage.queue_service_uri:
-            client = QueueClient(storage.queue_service_uri, queue_name, credential=credential, **options)
-        else:
-            raise ConfigError("CONTAINMENT_STORAGE is not configured")
-        return cls(client)
 
     def publish(self, result: dict[str, Any]) -> None:
         try:
-            self._queue.send_message(json.dumps(result, separators=(",", ":")))
-        except AzureError as e:
-            raise TransientError("ResultsQueueUnavailable", f"could not write the result: {e}") from e
+            self._sender.send(self._queue, result)
+        except TransientError as e:
+            raise TransientError("ResultsQueueUnavailable", e.message) from e
         action_id = (result.get("machineAction") or {}).get("id")
         logger.info(
             "result outcome=%s action=%s request_id=%s machine_id=%s action_id=%s",

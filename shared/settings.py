@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ class StorageSettings:
 
     connection_string: str | None = None
     queue_service_uri: str | None = None
+    table_service_uri: str | None = None
     client_id: str | None = None
 
 
@@ -68,6 +70,12 @@ class Settings:
     http_connect_timeout: float
     http_read_timeout: float
     max_dequeue_count: int
+    ledger_table: str
+    tracking_schedule: tuple[int, ...]
+    tracking_deadline: timedelta
+    device_offline_after: timedelta
+    max_throttled_attempts: int
+    http_retries: int
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:
@@ -93,17 +101,37 @@ def _queue_name(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
-def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
     raw = _optional(env, name)
     if raw is None:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds (got {raw!r})") from None
-    if not 0 < value <= 600:
-        raise ConfigError(f"{name} must be between 0 and 600 seconds (got {raw!r})")
+        raise ConfigError(f"{name} must be a number (got {raw!r})") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low:g} and {high:g} (got {raw!r})")
     return value
+
+
+def _table_name(env: Mapping[str, str], name: str, default: str) -> str:
+    value = _optional(env, name) or default
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", value):
+        raise ConfigError(f"{name} must be a table name (3-63 letters and digits); got {value!r}")
+    return value
+
+
+def _schedule(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    raw = _optional(env, name)
+    if raw is None:
+        return default
+    try:
+        steps = tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated seconds, e.g. 30,60,120 (got {raw!r})") from None
+    if not steps or any(not 1 <= step <= 3600 for step in steps):
+        raise ConfigError(f"{name} steps must be between 1 and 3600 seconds (got {raw!r})")
+    return steps
 
 
 def _storage(env: Mapping[str, str]) -> StorageSettings:
@@ -122,7 +150,12 @@ def _storage(env: Mapping[str, str]) -> StorageSettings:
     client_id = _optional(env, f"{STORAGE_CONNECTION}__clientId")
     if client_id is not None and not _GUID.fullmatch(client_id):
         raise ConfigError(f"{STORAGE_CONNECTION}__clientId must be a GUID (got {client_id!r})")
-    return StorageSettings(queue_service_uri=uri.rstrip("/"), client_id=client_id)
+    table_uri = _optional(env, f"{STORAGE_CONNECTION}__tableServiceUri")
+    return StorageSettings(
+        queue_service_uri=uri.rstrip("/"),
+        table_service_uri=table_uri.rstrip("/") if table_uri else None,
+        client_id=client_id,
+    )
 
 
 def effective_host_json(env: Mapping[str, str], root: Path = APP_ROOT) -> dict[str, Any]:
@@ -174,9 +207,17 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         release_queue=_queue_name(env, "RELEASE_QUEUE", "release-requests"),
         results_queue=_queue_name(env, "RESULTS_QUEUE", "machine-action-results"),
         storage=_storage(env),
-        http_connect_timeout=_positive_float(env, "MDE_HTTP_CONNECT_TIMEOUT", 5.0),
-        http_read_timeout=_positive_float(env, "MDE_HTTP_READ_TIMEOUT", 30.0),
+        http_connect_timeout=_number(env, "MDE_HTTP_CONNECT_TIMEOUT", 5.0, 0.1, 120),
+        http_read_timeout=_number(env, "MDE_HTTP_READ_TIMEOUT", 30.0, 0.1, 600),
         max_dequeue_count=_max_dequeue_count(env),
+        ledger_table=_table_name(env, "LEDGER_TABLE", "containmentledger"),
+        tracking_schedule=_schedule(env, "TRACKING_SCHEDULE", (30, 60, 120, 240, 480, 900)),
+        tracking_deadline=timedelta(hours=_number(env, "TRACKING_DEADLINE_HOURS", 48, 0.001, 24 * 7)),
+        device_offline_after=timedelta(
+            minutes=_number(env, "DEVICE_OFFLINE_AFTER_MINUTES", 1440, 1, 60 * 24 * 30)
+        ),
+        max_throttled_attempts=int(_number(env, "MDE_MAX_THROTTLED_ATTEMPTS", 20, 1, 1000)),
+        http_retries=int(_number(env, "MDE_HTTP_RETRIES", 2, 0, 5)),
     )
 
 

@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine (see README): `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo stack test lint bench clean
+
+setup: $(VENV)/.installed devstack/node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+devstack/node_modules/.installed: devstack/package.json devstack/package-lock.json
+	npm ci --prefix devstack --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: setup ## run the local stack, push a sample alert and release ticket, print the outcomes
+	$(PY) -m devstack demo
+
+stack: setup ## run the local stack until Ctrl-C (queues, simulator, identity endpoint, host)
+	$(PY) -m devstack up
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint ## the whole test suite
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) devstack/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,65 @@
+"""Sending JSON messages to storage queues (results, fan-out, delayed retries and follow-ups)."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from typing import Any, Protocol
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import AzureError
+from azure.storage.queue import ExponentialRetry, QueueClient
+
+from .errors import ConfigError, TransientError
+from .settings import StorageSettings
+
+MAX_DELAY_S = 7 * 24 * 3600  # a storage queue hides a message for at most 7 days
+
+
+class MessageSender(Protocol):
+    """Puts a JSON document on a queue, optionally invisible for ``delay_s`` seconds."""
+
+    def send(self, queue: str, document: dict[str, Any], delay_s: float = 0) -> None: ...
+
+
+class StorageQueueSender:
+    """azure-storage-queue clients, one per queue, with the bindings' connection rules."""
+
+    def __init__(self, storage: StorageSettings, credential: TokenCredential | None) -> None:
+        if not (storage.connection_string or storage.queue_service_uri):
+            raise ConfigError("CONTAINMENT_STORAGE is not configured")
+        self._storage = storage
+        self._credential = credential
+        self._clients: dict[str, QueueClient] = {}
+        self._lock = threading.Lock()
+
+    def _client(self, queue: str) -> QueueClient:
+        with self._lock:
+            client = self._clients.get(queue)
+            if client is None:
+                # A few quick retries: a longer outage is the host's business (redelivery).
+                options: dict[str, Any] = {
+                    "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=2),
+                    "connection_timeout": 5,
+                    "read_timeout": 15,
+                }
+                if self._storage.connection_string:
+                    client = QueueClient.from_connection_string(
+                        self._storage.connection_string, queue, **options
+                    )
+                else:
+                    client = QueueClient(
+                        str(self._storage.queue_service_uri), queue, credential=self._credential, **options
+                    )
+                self._clients[queue] = client
+            return client
+
+    def send(self, queue: str, document: dict[str, Any], delay_s: float = 0) -> None:
+        delay = min(MAX_DELAY_S, math.ceil(delay_s)) if delay_s > 0 else None
+        try:
+            self._client(queue).send_message(
+                json.dumps(document, separators=(",", ":")), visibility_timeout=delay
+            )
+        except AzureError as e:
+            raise TransientError("QueueUnavailable", f"could not write to queue {queue}: {e}") from e
