@@ -1,0 +1,1 @@
+"""Local development stack: Azurite, a local Functions host and stand-ins; never deployed."""
