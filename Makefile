@@ -1,15 +1,22 @@
 # Two entry points for a fresh machine (see README): `make demo` and `make test`.
 PYTHON ?= python3
 VENV := .venv
+INFRA_VENV := .venv-infra
 PY := $(VENV)/bin/python
 
 .PHONY: setup demo stack test lint bench clean
 
-setup: $(VENV)/.installed devstack/node_modules/.installed
+setup: $(VENV)/.installed $(INFRA_VENV)/.installed devstack/node_modules/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+# checkov pins its own dependencies: it lives in a venv of its own (tests/infra calls it).
+$(INFRA_VENV)/.installed: requirements-infra.txt
+	$(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-infra.txt
 	touch $@
 
 devstack/node_modules/.installed: devstack/package.json devstack/package-lock.json
@@ -30,4 +37,4 @@ test: lint ## the whole test suite
 	$(PY) -m pytest
 
 clean:
-	rm -rf $(VENV) devstack/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(INFRA_VENV) devstack/node_modules .pytest_cache .mypy_cache .ruff_cache
