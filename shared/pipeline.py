@@ -178,7 +178,11 @@ class Handler:
                 raise
             self.retry_later(request, subject, delivery, e)
             return
-        subject.details.update(self.device_state(machine))
+        state = self.device_state(machine)
+        if subject.machine is not None and not subject.machine.get("computerDnsName"):
+            subject.machine["computerDnsName"] = action.raw.get("computerDnsName") or state.pop("name")
+        state.pop("name", None)
+        subject.details.update(state)
         self.report(subject, delivery, outcome, machine_action=action)
         if not is_final(action.status):
             self.schedule_follow_up(subject, action)
@@ -209,9 +213,9 @@ class Handler:
                 machine = self.rt.mde.get_machine(machine["id"])
             except ContainmentError as e:
                 logger.info("device state unknown machine_id=%s code=%s", machine["id"], e.code)
-                return {"deviceOnline": None, "lastSeen": None}
+                return {"deviceOnline": None, "lastSeen": None, "name": None}
         online, last_seen = device_online(machine, self.rt.clock(), self.rt.settings.device_offline_after)
-        return {"deviceOnline": online, "lastSeen": last_seen}
+        return {"deviceOnline": online, "lastSeen": last_seen, "name": machine.get("computerDnsName")}
 
     def retry_later(
         self, request: ContainmentRequest, subject: Subject, delivery: Delivery, error: MdeApiError

@@ -1,0 +1,183 @@
+"""The whole local stack in one object: Azurite, the managed-identity endpoint, the MDE simulator,
+and the local Functions host running isolate_fn and release_fn in their own process.
+
+Used by the demo (``python -m devstack demo``), ``python -m devstack up`` and the integration tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableServiceClient
+from azure.storage.queue import QueueClient, QueueServiceClient
+
+from .azurite import Azurite
+from .identity_endpoint import IdentityEndpoint
+from .mde_simulator import MdeSimulator
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+QUEUES = ("isolation-requests", "release-requests", "machine-action-results")
+RESULTS_QUEUE = "machine-action-results"
+LEDGER_TABLE = "containmentledger"
+# The dev identity's client id (user-assigned); the simulator sees it as the action requestor.
+CLIENT_ID = "7d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+
+
+class LocalStack:
+    """Start with ``start()`` (or ``with LocalStack() as stack``); then ``start_host()``."""
+
+    def __init__(
+        self,
+        *,
+        time_scale: float = 1.0,
+        host_overrides: Mapping[str, str] | None = None,
+        settings: Mapping[str, str] | None = None,
+        simulator_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        signing_secret = secrets.token_urlsafe(32)
+        self.azurite = Azurite()
+        self.identity = IdentityEndpoint(signing_secret=signing_secret, client_ids=[CLIENT_ID])
+        self.mde = MdeSimulator(
+            signing_secret=signing_secret, time_scale=time_scale, **dict(simulator_options or {})
+        )
+        self.host_overrides = dict(host_overrides or {})
+        self.extra_settings = dict(settings or {})
+        self._hosts: list[subprocess.Popen[bytes]] = []
+        self.other_results: list[dict[str, Any]] = []
+        self.log_dir = self.azurite.location
+
+    def start(self) -> LocalStack:
+        self.azurite.start()
+        self.identity_url = self.identity.start()
+        self.mde_url = self.mde.start()
+        self.create_queues()
+        return self
+
+    def create_queues(self) -> None:
+        service = QueueServiceClient.from_connection_string(self.azurite.connection_string)
+        for name in QUEUES:
+            try:
+                service.create_queue(name)
+            except ResourceExistsError:
+                pass
+        tables = TableServiceClient.from_connection_string(self.azurite.connection_string)
+        tables.create_table_if_not_exists(LEDGER_TABLE)
+
+    def app_settings(self) -> dict[str, str]:
+        """The app settings a Function App would have, pointing at the local stand-ins."""
+        settings = {
+            "FUNCTIONS_WORKER_RUNTIME": "python",
+            "CONTAINMENT_STORAGE": self.azurite.connection_string,
+            "ISOLATION_QUEUE": QUEUES[0],
+            "RELEASE_QUEUE": QUEUES[1],
+            "RESULTS_QUEUE": RESULTS_QUEUE,
+            "LEDGER_TABLE": LEDGER_TABLE,
+            "MDE_API_BASE_URL": self.mde_url,
+            "AZURE_CLIENT_ID": CLIENT_ID,
+            "IDENTITY_ENDPOINT": self.identity_url,
+            "IDENTITY_HEADER": self.identity.header_secret,
+        }
+        settings.update(
+            {f"AzureFunctionsJobHost__extensions__queues__{k}": v for k, v in self.host_overrides.items()}
+        )
+        settings.update(self.extra_settings)
+        return settings
+
+    def start_host(self, **settings: str) -> subprocess.Popen[bytes]:
+        """Run the local Functions host over the project in its own process (like the real worker)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("IDENTITY_", "MSI_"))}
+        env.update(self.app_settings())
+        env.update(settings)
+        log = (self.log_dir / f"funchost-{len(self._hosts)}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "devstack.funchost", "--script-root", str(ROOT), "--no-create-queues"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self._hosts.append(process)
+        return process
+
+    def stop_hosts(self, timeout: float = 15.0) -> None:
+        for process in self._hosts:
+            if process.poll() is None:
+                process.terminate()
+        for process in self._hosts:
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._hosts.clear()
+
+    def host_logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("funchost-*.log")))
+
+    def stop(self) -> None:
+        self.stop_hosts()
+        self.mde.stop()
+        self.identity.stop()
+        self.azurite.close()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # -- queues -----------------------------------------------------------------------------------
+
+    def queue(self, name: str) -> QueueClient:
+        return QueueClient.from_connection_string(self.azurite.connection_string, name)
+
+    def send(self, queue: str, body: dict[str, Any] | str) -> None:
+        """Put a message on a queue as a producer would (plain JSON text unless given a string)."""
+        self.queue(queue).send_message(body if isinstance(body, str) else json.dumps(body))
+
+    def take_results(
+        self,
+        count: int,
+        *,
+        timeout: float = 30.0,
+        where: Callable[[dict[str, Any]], bool] = lambda _: True,
+    ) -> list[dict[str, Any]]:
+        """Wait for ``count`` result messages matching ``where``, consume them, return them in order
+        of arrival. Results that do not match are consumed too and kept in ``self.other_results``."""
+        found: list[dict[str, Any]] = []
+        queue = self.queue(RESULTS_QUEUE)
+        deadline = time.monotonic() + timeout
+        while len(found) < count and time.monotonic() < deadline:
+            batch = list(queue.receive_messages(max_messages=32, visibility_timeout=30))
+            for message in batch:
+                result = json.loads(message.content)
+                queue.delete_message(message)
+                (found if where(result) else self.other_results).append(result)
+            if not batch:
+                time.sleep(0.1)
+        return found
+
+    def peek_count(self, queue: str) -> int:
+        return int(self.queue(queue).get_queue_properties().approximate_message_count)
+
+
+@contextmanager
+def running_stack(**options: Any) -> Iterator[LocalStack]:
+    stack = LocalStack(**options)
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
