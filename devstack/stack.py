@@ -156,8 +156,10 @@ class LocalStack:
         where: Callable[[dict[str, Any]], bool] = lambda _: True,
     ) -> list[dict[str, Any]]:
         """Wait for ``count`` result messages matching ``where``, consume them, return them in order
-        of arrival. Results that do not match are consumed too and kept in ``self.other_results``."""
-        found: list[dict[str, Any]] = []
+        of arrival. Results that do not match are consumed too and kept in ``self.other_results``,
+        where the next call looks first."""
+        found = [r for r in self.other_results if where(r)][:count]
+        self.other_results = [r for r in self.other_results if not any(r is f for f in found)]
         queue = self.queue(RESULTS_QUEUE)
         deadline = time.monotonic() + timeout
         while len(found) < count and time.monotonic() < deadline:

@@ -1,0 +1,134 @@
+"""The real local stack for integration tests: Azurite, the identity endpoint, the MDE simulator,
+and the local Functions host running the project's functions in a subprocess.
+
+One stack per session; each test starts its own host process (with the settings it needs) on
+empty queues and a reset simulator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+from azure.core.exceptions import ResourceNotFoundError
+
+from devstack.stack import QUEUES, LocalStack
+from shared.canonical import schema_errors
+
+# Fast clocks: one simulated minute per real second for MDE timing and rate windows; the host
+# retries a failed message after 1 s and polls at least every 200 ms.
+TIME_SCALE = 60
+HOST_OVERRIDES = {"visibilityTimeout": "00:00:01", "maxPollingInterval": "00:00:00.200"}
+FAST_TRACKING = {"TRACKING_SCHEDULE": "1,1,2"}
+
+ONLINE_PC = "c28460d93e441d30869ebb33920c06acbb6fd75e"  # ws-fin-0142.contoso.local, Windows 10
+ENG_PC = "142b3441161eb63d57b41d1338407a04c781740d"  # ws-eng-0007.contoso.local
+OFFLINE_PC = "9c4f08247909332d14a6ae9170a78b792337ff0b"  # ws-hr-0031.contoso.local, Inactive
+UNKNOWN_PC = "0" * 40
+
+
+class Sim:
+    """The MDE simulator's control API."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def _post(self, path: str, body: Any) -> Any:
+        response = requests.post(f"{self.url}/_control/{path}", json=body, timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+    def _get(self, path: str) -> Any:
+        response = requests.get(f"{self.url}/_control/{path}", timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+    def reset(self) -> None:
+        self._post("reset", {})
+
+    def config(self, **knobs: Any) -> None:
+        self._post("config", knobs)
+
+    def fault(self, **fault: Any) -> None:
+        self._post("faults", fault)
+
+    def machines(self, machines: list[dict[str, Any]]) -> None:
+        self._post("machines", machines)
+
+    def requests(self, api: str | None = None) -> list[dict[str, Any]]:
+        recorded = self._get("requests")
+        recorded = recorded if isinstance(recorded, list) else recorded.get("requests", [])
+        return [r for r in recorded if api is None or r.get("api") == api]
+
+    def actions(self) -> list[dict[str, Any]]:
+        actions = self._get("actions")
+        return actions if isinstance(actions, list) else actions.get("actions", [])
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[LocalStack]:
+    local = LocalStack(time_scale=TIME_SCALE, host_overrides=HOST_OVERRIDES)
+    local.start()
+    yield local
+    local.stop()
+
+
+@pytest.fixture
+def sim(stack: LocalStack) -> Sim:
+    simulator = Sim(stack.mde_url)
+    simulator.reset()
+    return simulator
+
+
+@pytest.fixture
+def clean(stack: LocalStack, sim: Sim) -> Iterator[LocalStack]:
+    """Empty queues, a reset simulator and identity endpoint; hosts stopped after the test."""
+    for name in (*QUEUES, *(f"{q}-poison" for q in QUEUES)):
+        queue = stack.queue(name)
+        with contextlib.suppress(ResourceNotFoundError):  # a poison queue not created yet
+            queue.clear_messages()
+    stack.other_results.clear()
+    stack.identity.reset()
+    yield stack
+    stack.stop_hosts()
+
+
+@pytest.fixture
+def host(clean: LocalStack) -> Callable[..., LocalStack]:
+    """Start a host with extra app settings: ``host(TRACKING_SCHEDULE="1")``."""
+
+    def start(**settings: str) -> LocalStack:
+        clean.start_host(**{**FAST_TRACKING, **settings})
+        return clean
+
+    return start
+
+
+def results_for(stack: LocalStack, request_id: str, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+    """``count`` results of one request, each checked against result.schema.json."""
+    found = stack.take_results(count, timeout=timeout, where=lambda r: r["requestId"] == request_id)
+    for result in found:
+        assert schema_errors("result.schema.json", result) == [], result
+    assert len(found) == count, f"got {found}; host log:\n{stack.host_logs()[-3000:]}"
+    return found
+
+
+def no_more_results(stack: LocalStack, wait: float = 2.0) -> list[dict[str, Any]]:
+    """Whatever else arrives within ``wait`` seconds (expected: nothing)."""
+    time.sleep(wait)
+    return stack.take_results(1000, timeout=0.5)
+
+
+def queue_bodies(stack: LocalStack, name: str) -> list[dict[str, Any] | str]:
+    bodies: list[dict[str, Any] | str] = []
+    for message in stack.queue(name).peek_messages(max_messages=32):
+        try:
+            bodies.append(json.loads(message.content))
+        except ValueError:
+            bodies.append(message.content)
+    return bodies

@@ -1,0 +1,281 @@
+"""End to end: Azurite -> local Functions host -> isolate_fn / release_fn -> MDE simulator
+-> results queue. The exact HTTP request MDE received and the result messages are asserted."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from datetime import datetime
+
+from devstack.stack import CLIENT_ID, LocalStack
+from tests.integration.conftest import (
+    ENG_PC,
+    OFFLINE_PC,
+    ONLINE_PC,
+    UNKNOWN_PC,
+    Sim,
+    no_more_results,
+    queue_bodies,
+    results_for,
+)
+
+Host = Callable[..., LocalStack]
+
+
+def isolation(request_id: str, machine_id: str = ONLINE_PC, **fields: object) -> dict[str, object]:
+    return {"machineId": machine_id, "requestId": request_id, **fields}
+
+
+def release(request_id: str, machine_id: str = ENG_PC, **fields: object) -> dict[str, object]:
+    return {
+        "machineId": machine_id,
+        "ticketId": "INC0012345",
+        "requestedBy": "ana@contoso.com",
+        "approved": True,
+        "requestId": request_id,
+        **fields,
+    }
+
+
+def test_isolation_request_reaches_mde_exactly_as_documented(host: Host, sim: Sim) -> None:
+    stack = host()
+    stack.send(
+        "isolation-requests",
+        isolation(
+            "it-1",
+            comment="Ransomware behavior",
+            severity="High",
+            source={"system": "sentinel", "id": "4711"},
+        ),
+    )
+    submitted, final = results_for(stack, "it-1", 2)
+
+    (post,) = sim.requests("isolate")
+    assert post["method"] == "POST"
+    assert post["path"] == f"/api/machines/{ONLINE_PC}/isolate"
+    assert post["headers"]["Authorization"] == "Bearer <redacted>"
+    assert post["headers"]["Content-Type"].startswith("application/json")
+    assert post["authorized"] is True
+    assert post["claims"]["aud"] == "https://api.securitycenter.microsoft.com"
+    assert post["claims"]["appid"] == CLIENT_ID
+    assert set(post["claims"]["roles"]) >= {"Machine.Isolate", "Machine.Read.All"}
+    assert post["json"] == {
+        "Comment": "Ransomware behavior [mde-containment request=it-1 source=sentinel:4711]",
+        "IsolationType": "Full",
+    }
+
+    assert submitted["outcome"] == "Submitted"
+    assert submitted["sequence"] == 1
+    assert submitted["action"] == "Isolate"
+    assert submitted["source"] == {"system": "sentinel", "id": "4711", "url": None}
+    assert submitted["machine"] == {"id": ONLINE_PC, "computerDnsName": "ws-fin-0142.contoso.local"}
+    assert submitted["machineAction"]["type"] == "Isolate"
+    assert submitted["machineAction"]["status"] == "Pending"
+    assert submitted["machineAction"]["requestor"] == CLIENT_ID
+    assert submitted["deviceOnline"] is True
+    assert submitted["error"] is None
+    assert submitted["delivery"]["queue"] == "isolation-requests"
+
+    assert final["outcome"] == "Succeeded"
+    assert final["sequence"] == 2
+    assert final["machineAction"]["id"] == submitted["machineAction"]["id"]
+    assert final["machineAction"]["status"] == "Succeeded"
+    assert len(sim.actions()) == 1
+
+
+def test_release_request_unisolates_with_ticket_and_requester_in_the_comment(host: Host, sim: Sim) -> None:
+    stack = host()
+    stack.send("release-requests", release("rel-1", comment="Reimaged"))
+    submitted, final = results_for(stack, "rel-1", 2)
+
+    (post,) = sim.requests("unisolate")
+    assert post["path"] == f"/api/machines/{ENG_PC}/unisolate"
+    assert post["json"] == {
+        "Comment": "Release approved in ticket INC0012345, requested by ana@contoso.com: Reimaged"
+        " [mde-containment request=rel-1]"
+    }
+    assert (submitted["outcome"], submitted["action"], submitted["requestedBy"]) == (
+        "Submitted",
+        "Unisolate",
+        "ana@contoso.com",
+    )
+    assert submitted["source"]["id"] == "INC0012345"
+    assert final["outcome"] == "Succeeded"
+
+
+def test_base64_encoded_body_is_accepted(host: Host, sim: Sim) -> None:
+    stack = host()
+    body = base64.b64encode(json.dumps(isolation("b64-1", isolationType="Selective")).encode()).decode()
+    stack.send("isolation-requests", body)
+    submitted, _ = results_for(stack, "b64-1", 2)
+    assert submitted["outcome"] == "Submitted"
+    assert sim.requests("isolate")[0]["json"]["IsolationType"] == "Selective"
+
+
+def test_bad_messages_are_rejected_and_never_reach_mde(host: Host, sim: Sim) -> None:
+    stack = host()
+    bad = [
+        "not json",
+        "[1,2,3]",
+        json.dumps(isolation("bad-path", machine_id="../" * 13 + "x")),
+        json.dumps(isolation("bad-type", isolationType="Partial")),
+        json.dumps({"deviceName": "pc' or 1 eq 1", "requestId": "bad-odata"}),
+        json.dumps(isolation("bad-comment", comment="a\u0000b")),
+    ]
+    for body in bad:
+        stack.send("isolation-requests", body)
+    results = stack.take_results(len(bad), timeout=20)
+    assert len(results) == len(bad)
+    assert {r["outcome"] for r in results} == {"Rejected"}
+    assert sorted(r["error"]["code"] for r in results) == sorted(
+        [
+            "InvalidJson",
+            "NotAnObject",
+            "SchemaViolation",
+            "SchemaViolation",
+            "SchemaViolation",
+            "SchemaViolation",
+        ]
+    )
+    assert {r["requestId"] for r in results} >= {"bad-path", "bad-type", "bad-odata", "bad-comment"}
+    assert all(r["error"]["retryable"] is False for r in results)
+    assert sim.requests() == []
+
+
+def test_second_isolate_while_pending_reports_the_existing_action(host: Host, sim: Sim) -> None:
+    sim.config(pending_s=3600)  # stays Pending for the whole test
+    stack = host()
+    stack.send("isolation-requests", isolation("dup-1"))
+    (first,) = results_for(stack, "dup-1", 1)
+    stack.send("isolation-requests", isolation("dup-2"))
+    (second,) = results_for(stack, "dup-2", 1)
+
+    assert first["outcome"] == "Submitted"
+    assert second["outcome"] == "AlreadyPending"
+    assert second["machineAction"]["id"] == first["machineAction"]["id"]
+    assert len(sim.actions()) == 1
+    (listing,) = sim.requests("machineactions")[-1:]
+    assert listing["query"].get("$filter") in (
+        [f"machineId eq '{ONLINE_PC}' and type eq 'Isolate'"],
+        f"machineId eq '{ONLINE_PC}' and type eq 'Isolate'",
+    )
+
+
+def test_201_with_an_existing_pending_action_is_reported_as_already_pending(host: Host, sim: Sim) -> None:
+    sim.config(pending_s=3600, duplicate_mode="201-existing")
+    stack = host()
+    stack.send("isolation-requests", isolation("e201-1"))
+    (first,) = results_for(stack, "e201-1", 1)
+    stack.send("isolation-requests", isolation("e201-2"))
+    (second,) = results_for(stack, "e201-2", 1)
+    assert (first["outcome"], second["outcome"]) == ("Submitted", "AlreadyPending")
+    assert second["machineAction"]["id"] == first["machineAction"]["id"]
+
+
+def test_unknown_machine_fails_with_mde_not_found(host: Host, sim: Sim) -> None:
+    stack = host()
+    stack.send("isolation-requests", isolation("nf-1", machine_id=UNKNOWN_PC))
+    (result,) = results_for(stack, "nf-1", 1)
+    assert result["outcome"] == "Failed"
+    assert result["error"]["code"] == "ResourceNotFound"
+    assert result["error"]["httpStatus"] == 404
+    assert result["error"]["retryable"] is False
+    assert result["error"]["mdeTarget"]
+
+
+def test_identity_without_the_isolate_role_fails_with_forbidden(host: Host, sim: Sim) -> None:
+    stack = host()
+    stack.identity.set_roles(["Machine.Read.All"])
+    stack.send("isolation-requests", isolation("forbidden-1"))
+    (result,) = results_for(stack, "forbidden-1", 1)
+    assert (result["outcome"], result["error"]["code"], result["error"]["httpStatus"]) == (
+        "Failed",
+        "Forbidden",
+        403,
+    )
+
+
+def test_transient_500_heals_within_the_invocation_without_a_duplicate_action(host: Host, sim: Sim) -> None:
+    sim.fault(api="isolate", status=500, count=1)
+    stack = host()
+    stack.send("isolation-requests", isolation("t500-1"))
+    submitted, _ = results_for(stack, "t500-1", 2)
+    assert submitted["outcome"] == "Submitted"
+    assert len(sim.requests("isolate")) == 2
+    assert len(sim.actions()) == 1
+
+
+def test_persistent_5xx_ends_as_failed_retryable_and_poison_after_max_dequeue_count(
+    host: Host, sim: Sim
+) -> None:
+    sim.fault(api="isolate", status=503, count=1000)
+    stack = host(MDE_HTTP_RETRIES="0")
+    stack.send("isolation-requests", isolation("p503-1"))
+    (result,) = results_for(stack, "p503-1", 1, timeout=40)
+    assert result["outcome"] == "Failed"
+    assert result["error"]["retryable"] is True
+    assert result["delivery"]["dequeueCount"] == 5
+    assert "gave up after 5 deliveries" in result["error"]["message"]
+    assert len(sim.requests("isolate")) == 5
+    assert no_more_results(stack, 1.5) == []
+    assert queue_bodies(stack, "isolation-requests-poison") == [isolation("p503-1")]
+
+
+def test_429_reenqueues_for_exactly_retry_after_and_then_submits(host: Host, sim: Sim) -> None:
+    sim.fault(api="isolate", status=429, count=1, retryAfter=2)
+    stack = host()
+    stack.send("isolation-requests", isolation("t429-1"))
+    submitted, _ = results_for(stack, "t429-1", 2)
+    posts = sim.requests("isolate")
+    assert [p["status"] for p in posts] == [429, 201]
+    gap = (
+        datetime.fromisoformat(posts[1]["time"]) - datetime.fromisoformat(posts[0]["time"])
+    ).total_seconds()
+    assert 2.0 <= gap < 5.0, gap
+    assert submitted["outcome"] == "Submitted"
+    assert submitted["delivery"]["dequeueCount"] == 1  # a fresh message, not a host redelivery
+
+
+def test_offline_device_is_reported_and_tracking_expires_at_the_deadline(host: Host, sim: Sim) -> None:
+    stack = host(TRACKING_DEADLINE_HOURS="0.001")  # 3.6 s
+    stack.send("isolation-requests", isolation("off-1", machine_id=OFFLINE_PC))
+    submitted, final = results_for(stack, "off-1", 2, timeout=30)
+    assert submitted["outcome"] == "Submitted"
+    assert submitted["deviceOnline"] is False
+    assert submitted["lastSeen"]
+    assert final["outcome"] == "TrackingExpired"
+    assert final["lastStatus"] == "Pending"
+    assert final["sequence"] == 2
+
+
+def test_isolating_cancels_a_pending_release_first(host: Host, sim: Sim) -> None:
+    stack = host()
+    stack.send("release-requests", release("race-rel", machine_id=OFFLINE_PC))
+    (released,) = results_for(stack, "race-rel", 1)
+    stack.send("isolation-requests", isolation("race-iso", machine_id=OFFLINE_PC))
+    (isolated,) = results_for(stack, "race-iso", 1)
+    assert isolated["outcome"] == "Submitted"
+    assert isolated["cancelledActions"] == [released["machineAction"]["id"]]
+    (cancel,) = sim.requests("cancel")
+    assert cancel["path"] == f"/api/machineactions/{released['machineAction']['id']}/cancel"
+    assert cancel["json"] == {"Comment": "Superseded by Isolate request race-iso [mde-containment]"}
+    # the cancelled release ends with its own final result
+    (final,) = results_for(stack, "race-rel", 1)
+    assert final["outcome"] == "Cancelled"
+
+
+def test_device_name_is_resolved_exactly(host: Host, sim: Sim) -> None:
+    stack = host()
+    stack.send("isolation-requests", {"deviceName": "ws-eng-0007.contoso.local", "requestId": "name-1"})
+    stack.send("isolation-requests", {"deviceName": "ws-sales-0099.contoso.local", "requestId": "name-2"})
+    stack.send("isolation-requests", {"deviceName": "ws-eng-0007", "requestId": "name-3"})
+    (found,) = results_for(stack, "name-1", 1)
+    (ambiguous,) = results_for(stack, "name-2", 1)
+    (missing,) = results_for(stack, "name-3", 1)
+    assert found["machine"]["id"] == ENG_PC
+    assert ambiguous["outcome"] == "Rejected"
+    assert ambiguous["error"]["code"] == "AmbiguousDevice"
+    assert missing["error"]["code"] == "DeviceNotFound"
+    lookups = [r["query"] for r in sim.requests("machines")]
+    assert any("computerDnsName eq 'ws-eng-0007.contoso.local'" in str(q) for q in lookups)
