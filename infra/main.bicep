@@ -1,13 +1,18 @@
 // mde-containment: queue-triggered Azure Functions that isolate and release devices through the
 // Microsoft Defender for Endpoint API. Deploys into one resource group:
 //   identity     the user-assigned identity the app runs as (storage, telemetry, MDE tokens)
-//   storage      hardened account: request/result/tracking queues (+ poison queues), ledger table,
+//   storage      hardened account: request and result queues (+ poison queues), ledger table,
 //                deployment container; Entra ID only
 //   monitoring   Log Analytics + Application Insights, local auth disabled
 //   rbac         the identity's data roles, each at the narrowest scope
 //   app          Flex Consumption plan + Python 3.11 Function App with identity-based settings
 //   mdePermissions (optional) the MDE app roles on the WindowsDefenderATP service principal
 //   operatorAccess (optional) lets one operator post requests and peek at results
+//   sentinelPlaybooks (optional) Sentinel incident and alert playbooks -> isolation-requests
+//   ticketIntake (optional) HTTP intake for Jira / ServiceNow -> release-requests, URL in Key Vault
+//   resultsConsumer (optional) example reader of machine-action-results that comments on incidents
+// Each producer and the consumer runs as its own identity with one role on its one queue
+// (docs/producers.md, "Security: identities and roles"); none of them can use the app's identity.
 // No keys, connection strings or secrets anywhere: every connection is the managed identity.
 
 @description('Environment name: part of every resource name (azd sets it from AZURE_ENV_NAME).')
@@ -82,6 +87,24 @@ param operatorPrincipalId string = ''
 ])
 param operatorPrincipalType string = 'User'
 
+@description('Deploy the Microsoft Sentinel playbooks (incident and alert triggers) that put Sentinel\'s payload onto isolation-requests.')
+param deploySentinelPlaybooks bool = false
+
+@description('Object id of Microsoft Sentinel\'s service principal "Azure Security Insights" in this tenant: lets automation rules run the playbooks. Empty: grant it in Sentinel (Settings, Playbook permissions).')
+param sentinelAutomationPrincipalId string = ''
+
+@description('Deploy the HTTP intake (Logic App + Key Vault) that puts Jira / ServiceNow webhook bodies onto release-requests.')
+param deployTicketIntake bool = false
+
+@description('IP ranges (CIDR) allowed to call the ticket intake, e.g. the egress ranges of your Jira or ServiceNow site. Empty: any caller that holds the URL.')
+param ticketIntakeAllowedCallerIpRanges array = []
+
+@description('IP ranges (CIDR) allowed to read the intake URL from its Key Vault over the network. Empty: nobody until you add your address.')
+param keyVaultAllowedIpRanges array = []
+
+@description('Deploy the example results consumer: reads machine-action-results and comments on Sentinel incidents.')
+param deployResultsConsumer bool = false
+
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
 var allTags = union(tags, {
   'azd-env-name': environmentName
@@ -91,14 +114,13 @@ var allTags = union(tags, {
 var isolationQueue = 'isolation-requests'
 var releaseQueue = 'release-requests'
 var resultsQueue = 'machine-action-results'
-var trackingQueue = 'action-tracking'
 var ledgerTable = 'containmentledger'
 var deploymentContainer = 'app-package'
 
+// Tracking follow-ups, fan-out and 429 retries go back onto the function's own trigger queue.
 var triggerQueues = [
   isolationQueue
   releaseQueue
-  trackingQueue
 ]
 // The host moves a message that failed maxDequeueCount times to <queue>-poison. It cannot create
 // queues with the roles it has, so they exist from the start.
@@ -170,7 +192,6 @@ var appSettings = {
   ISOLATION_QUEUE: isolationQueue
   RELEASE_QUEUE: releaseQueue
   RESULTS_QUEUE: resultsQueue
-  TRACKING_QUEUE: trackingQueue
   LEDGER_TABLE: ledgerTable
   MDE_CLOUD: mdeCloud
   MDE_API_BASE_URL: mdeApiBaseUrl
@@ -227,6 +248,47 @@ module operatorAccess 'modules/operator-access.bicep' = if (!empty(operatorPrinc
   }
 }
 
+module sentinelPlaybooks 'modules/sentinel-playbook.bicep' = if (deploySentinelPlaybooks) {
+  name: 'sentinel-playbooks'
+  params: {
+    incidentPlaybookName: 'logic-mde-incident-${resourceToken}'
+    alertPlaybookName: 'logic-mde-alert-${resourceToken}'
+    sentinelConnectionName: 'azuresentinel-mde-${resourceToken}'
+    location: location
+    tags: allTags
+    storageAccountName: storage.outputs.name
+    queueName: isolationQueue
+    sentinelAutomationPrincipalId: sentinelAutomationPrincipalId
+  }
+}
+
+module ticketIntake 'modules/ticket-intake.bicep' = if (deployTicketIntake) {
+  name: 'ticket-intake'
+  params: {
+    workflowName: 'logic-mde-intake-${resourceToken}'
+    keyVaultName: 'kv-mde-${resourceToken}'
+    location: location
+    tags: allTags
+    storageAccountName: storage.outputs.name
+    queueName: releaseQueue
+    allowedCallerIpRanges: ticketIntakeAllowedCallerIpRanges
+    keyVaultAllowedIpRanges: keyVaultAllowedIpRanges
+    urlReaderPrincipalId: operatorPrincipalId
+    urlReaderPrincipalType: operatorPrincipalType
+  }
+}
+
+module resultsConsumer 'modules/results-consumer.bicep' = if (deployResultsConsumer) {
+  name: 'results-consumer'
+  params: {
+    workflowName: 'logic-mde-results-${resourceToken}'
+    location: location
+    tags: allTags
+    storageAccountName: storage.outputs.name
+    queueName: resultsQueue
+  }
+}
+
 output AZURE_LOCATION string = location
 output AZURE_FUNCTION_APP_NAME string = app.outputs.name
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
@@ -238,3 +300,9 @@ output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName
 output ISOLATION_QUEUE string = isolationQueue
 output RELEASE_QUEUE string = releaseQueue
 output RESULTS_QUEUE string = resultsQueue
+output SENTINEL_INCIDENT_PLAYBOOK_ID string = deploySentinelPlaybooks ? sentinelPlaybooks.outputs.incidentPlaybookId : ''
+output SENTINEL_ALERT_PLAYBOOK_ID string = deploySentinelPlaybooks ? sentinelPlaybooks.outputs.alertPlaybookId : ''
+output TICKET_INTAKE_WORKFLOW_NAME string = deployTicketIntake ? ticketIntake.outputs.workflowName : ''
+output TICKET_INTAKE_KEY_VAULT_NAME string = deployTicketIntake ? ticketIntake.outputs.keyVaultName : ''
+output TICKET_INTAKE_SECRET_NAME string = deployTicketIntake ? ticketIntake.outputs.secretName : ''
+output RESULTS_CONSUMER_PRINCIPAL_ID string = deployResultsConsumer ? resultsConsumer.outputs.principalId : ''

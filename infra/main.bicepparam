@@ -14,6 +14,14 @@ param grantMdePermissions = readEnvironmentVariable('GRANT_MDE_PERMISSIONS', 'fa
 
 param mdeCloud = readEnvironmentVariable('MDE_CLOUD', 'Commercial')
 
+// Optional producers and the example results consumer (docs/producers.md). Off unless asked for.
+// The IP range lists (ticketIntakeAllowedCallerIpRanges, keyVaultAllowedIpRanges) are set here,
+// e.g. param keyVaultAllowedIpRanges = ['203.0.113.7/32'].
+param deploySentinelPlaybooks = readEnvironmentVariable('DEPLOY_SENTINEL_PLAYBOOKS', 'false') == 'true'
+param sentinelAutomationPrincipalId = readEnvironmentVariable('SENTINEL_AUTOMATION_PRINCIPAL_ID', '')
+param deployTicketIntake = readEnvironmentVariable('DEPLOY_TICKET_INTAKE', 'false') == 'true'
+param deployResultsConsumer = readEnvironmentVariable('DEPLOY_RESULTS_CONSUMER', 'false') == 'true'
+
 // Every new deployment starts in dry run: switch off once results look right (a week is a good start).
 param dryRun = readEnvironmentVariable('DRY_RUN', 'true') != 'false'
 

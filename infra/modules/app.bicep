@@ -26,7 +26,7 @@ param appSettings object
 // instance already runs up to batchSize + newBatchThreshold = 4 + 2 = 6 messages per queue at once
 // (host.json), and each message costs a few MDE calls (resolve, check pending, act): one instance
 // per function can exhaust the minute budget, and every extra instance only adds 429s. The limit
-// applies per function group (isolate_fn, release_fn and any tracking function scale separately).
+// applies per function group (isolate_fn and release_fn scale separately).
 // Flex Consumption accepts values below 40 only in a few regions today, so 40 is the default: the
 // lowest value accepted everywhere, instead of the tooling default of 100. The app's own 429
 // handling (Retry-After re-enqueue) absorbs the rest. Lower it where your region allows.

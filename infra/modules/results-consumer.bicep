@@ -1,0 +1,271 @@
+// Optional example: a results consumer (Consumption Logic App) that reads machine-action-results
+// and comments on the Microsoft Sentinel incident each result belongs to.
+//   every minute   get up to 32 result messages (invisible for 5 minutes while it works on them)
+//   per message    if source.system is "sentinel" and source.id is an incident's ARM id: PUT a
+//                  comment on that incident, named by the result's resultId, so a redelivered
+//                  message rewrites the same comment instead of adding a second one
+//                  then delete the message; after 5 failed deliveries delete it anyway (the
+//                  failure stays visible in the run history)
+// It deletes every message it reads, so it must be the only reader of the queue: add a case for
+// ticket results to its Switch (docs/producers.md, "Results consumers") rather than a second reader.
+// Roles: Storage Queue Data Reader + Message Processor on machine-action-results only (here), and
+// Microsoft Sentinel Responder on the Sentinel workspace (granted where the workspace lives, see
+// docs/producers.md: it is usually another resource group). Queue calls use the HTTP action with
+// the identity's token for the same reason as the producers: shared keys are disabled.
+
+@description('Name of the results consumer Logic App.')
+param workflowName string
+
+@description('Azure region.')
+param location string
+
+@description('Tags for the Logic App.')
+param tags object
+
+@description('Storage account holding the queue.')
+param storageAccountName string
+
+@description('The results queue.')
+param queueName string
+
+@description('Minutes between two polls of the queue.')
+@minValue(1)
+@maxValue(60)
+param pollingIntervalMinutes int = 1
+
+var roles = {
+  queueDataReader: '19e7f393-937e-4f77-808e-94535e297925'
+  queueDataMessageProcessor: '8a0f0c08-91a1-4084-bc3d-661d67233fed'
+}
+
+// Sentinel incident comments API (stable).
+var securityInsightsApiVersion = '2024-03-01'
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource queue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: queueService
+  name: queueName
+}
+
+var storageAuth = {
+  type: 'ManagedServiceIdentity'
+  audience: 'https://storage.azure.com/'
+}
+
+var storageHeaders = {
+  'x-ms-version': '2021-12-02'
+}
+
+resource consumer 'Microsoft.Logic/workflows@2019-05-01' = {
+  name: workflowName
+  location: location
+  tags: tags
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    state: 'Enabled'
+    definition: {
+      '$schema': 'https://schema.management.azure.com/providers/Microsoft.Logic/schemas/2016-06-01/workflowdefinition.json#'
+      contentVersion: '1.0.0.0'
+      parameters: {
+        queueMessagesUrl: {
+          type: 'String'
+        }
+        armEndpoint: {
+          type: 'String'
+        }
+      }
+      triggers: {
+        Poll: {
+          type: 'Recurrence'
+          recurrence: {
+            frequency: 'Minute'
+            interval: pollingIntervalMinutes
+          }
+          // One run at a time: a slow run never overlaps the next poll.
+          runtimeConfiguration: {
+            concurrency: {
+              runs: 1
+            }
+          }
+        }
+      }
+      actions: {
+        Get_results: {
+          type: 'Http'
+          runAfter: {}
+          inputs: {
+            method: 'GET'
+            uri: '@{parameters(\'queueMessagesUrl\')}?numofmessages=32&visibilitytimeout=300'
+            headers: storageHeaders
+            authentication: storageAuth
+          }
+        }
+        For_each_result: {
+          type: 'Foreach'
+          foreach: '@xpath(xml(body(\'Get_results\')), \'/QueueMessagesList/QueueMessage\')'
+          runAfter: {
+            Get_results: [
+              'Succeeded'
+            ]
+          }
+          // In order: a request's first result is handled before its final one.
+          runtimeConfiguration: {
+            concurrency: {
+              repetitions: 1
+            }
+          }
+          actions: {
+            Result: {
+              type: 'Compose'
+              runAfter: {}
+              inputs: '@json(xpath(xml(item()), \'string(/QueueMessage/MessageText)\'))'
+            }
+            By_source: {
+              type: 'Switch'
+              runAfter: {
+                Result: [
+                  'Succeeded'
+                ]
+              }
+              expression: '@{toLower(coalesce(outputs(\'Result\')?[\'source\']?[\'system\'], \'\'))}'
+              cases: {
+                Sentinel: {
+                  case: 'sentinel'
+                  actions: {
+                    Is_incident: {
+                      type: 'If'
+                      runAfter: {}
+                      expression: {
+                        and: [
+                          {
+                            contains: [
+                              '@toLower(coalesce(outputs(\'Result\')?[\'source\']?[\'id\'], \'\'))'
+                              '/providers/microsoft.securityinsights/incidents/'
+                            ]
+                          }
+                        ]
+                      }
+                      actions: {
+                        Comment_on_incident: {
+                          type: 'Http'
+                          runAfter: {}
+                          inputs: {
+                            method: 'PUT'
+                            uri: '@{parameters(\'armEndpoint\')}@{substring(outputs(\'Result\')?[\'source\']?[\'id\'], 1)}/comments/@{outputs(\'Result\')?[\'resultId\']}?api-version=${securityInsightsApiVersion}'
+                            headers: {
+                              'Content-Type': 'application/json'
+                            }
+                            body: {
+                              properties: {
+                                message: 'MDE containment: @{outputs(\'Result\')?[\'action\']} @{outputs(\'Result\')?[\'outcome\']} on @{coalesce(outputs(\'Result\')?[\'machine\']?[\'computerDnsName\'], outputs(\'Result\')?[\'machine\']?[\'id\'], \'an unresolved device\')}. MDE action @{coalesce(outputs(\'Result\')?[\'machineAction\']?[\'id\'], \'none\')} (@{coalesce(outputs(\'Result\')?[\'machineAction\']?[\'status\'], \'no status\')}). @{coalesce(outputs(\'Result\')?[\'error\']?[\'code\'], \'\')} @{coalesce(outputs(\'Result\')?[\'error\']?[\'message\'], \'\')} Request @{outputs(\'Result\')?[\'requestId\']}, result @{outputs(\'Result\')?[\'sequence\']}.'
+                              }
+                            }
+                            authentication: {
+                              type: 'ManagedServiceIdentity'
+                              audience: '@parameters(\'armEndpoint\')'
+                            }
+                          }
+                        }
+                      }
+                      else: {
+                        actions: {}
+                      }
+                    }
+                  }
+                }
+              }
+              default: {
+                actions: {}
+              }
+            }
+            Done_or_given_up: {
+              type: 'If'
+              runAfter: {
+                By_source: [
+                  'Succeeded'
+                  'Failed'
+                  'TimedOut'
+                  'Skipped'
+                ]
+              }
+              expression: {
+                or: [
+                  {
+                    equals: [
+                      '@actions(\'By_source\')?[\'status\']'
+                      'Succeeded'
+                    ]
+                  }
+                  {
+                    greaterOrEquals: [
+                      '@int(xpath(xml(item()), \'string(/QueueMessage/DequeueCount)\'))'
+                      5
+                    ]
+                  }
+                ]
+              }
+              actions: {
+                Delete_message: {
+                  type: 'Http'
+                  runAfter: {}
+                  inputs: {
+                    method: 'DELETE'
+                    uri: '@{parameters(\'queueMessagesUrl\')}/@{xpath(xml(item()), \'string(/QueueMessage/MessageId)\')}?popreceipt=@{encodeUriComponent(xpath(xml(item()), \'string(/QueueMessage/PopReceipt)\'))}'
+                    headers: storageHeaders
+                    authentication: storageAuth
+                  }
+                }
+              }
+              else: {
+                actions: {}
+              }
+            }
+          }
+        }
+      }
+      outputs: {}
+    }
+    parameters: {
+      queueMessagesUrl: {
+        value: '${storage.properties.primaryEndpoints.queue}${queueName}/messages'
+      }
+      armEndpoint: {
+        value: environment().resourceManager
+      }
+    }
+  }
+}
+
+resource consumerReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(queue.id, consumer.id, roles.queueDataReader)
+  scope: queue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.queueDataReader)
+    principalId: consumer.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource consumerProcessor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(queue.id, consumer.id, roles.queueDataMessageProcessor)
+  scope: queue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.queueDataMessageProcessor)
+    principalId: consumer.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+output workflowName string = consumer.name
+output workflowId string = consumer.id
+output principalId string = consumer.identity.principalId

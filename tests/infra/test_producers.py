@@ -1,0 +1,452 @@
+"""Least privilege for the producers and the results consumer (infra/modules/*), and their payloads.
+
+Each producer runs as its own system-assigned identity with exactly one role, Storage Queue Data
+Message Sender, on exactly the queue it feeds; the consumer reads only the results queue. None of
+them can touch the account, the ledger table, another queue or the function app's identity.
+The payload fixtures in tests/fixtures/producers are checked against the documented producers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from xml.etree import ElementTree
+
+import pytest
+
+from .test_bicep import INFRA, MODULES, ROOT, Template, body, dotted, walk
+
+FIXTURES = ROOT / "tests" / "fixtures" / "producers"
+DOC = ROOT / "docs" / "producers.md"
+MACHINE_ID = "1e5bc9d7e413ddd7902c2932e418702b84d0cc07"
+HOST_FQDN = "ws-0142.corp.contoso.com"
+
+QUEUE_SENDER = "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a"
+QUEUE_READER = "19e7f393-937e-4f77-808e-94535e297925"
+QUEUE_PROCESSOR = "8a0f0c08-91a1-4084-bc3d-661d67233fed"
+SENTINEL_AUTOMATION_CONTRIBUTOR = "f4c81013-99ee-4d62-a7ee-b3f1f648599a"
+KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
+QUEUE_TYPE = "Microsoft.Storage/storageAccounts/queueServices/queues"
+ROLE_TYPE = "Microsoft.Authorization/roleAssignments"
+WORKFLOW_TYPE = "Microsoft.Logic/workflows"
+
+# module file -> (main.bicep's switch for it, the queue it may use, its workflows' symbols)
+PRODUCERS = {
+    "sentinel-playbook.bicep": (
+        "deploySentinelPlaybooks",
+        "isolation-requests",
+        {"incidentPlaybook", "alertPlaybook"},
+    ),
+    "ticket-intake.bicep": ("deployTicketIntake", "release-requests", {"intake"}),
+}
+CONSUMER = ("results-consumer.bicep", "deployResultsConsumer", "machine-action-results", {"consumer"})
+ALL_MODULES = {**{name: spec[:2] for name, spec in PRODUCERS.items()}, CONSUMER[0]: CONSUMER[1:3]}
+
+
+@pytest.fixture(scope="module")
+def main() -> Template:
+    return Template(INFRA / "main.bicep")
+
+
+def template(name: str) -> Template:
+    return Template(MODULES / name)
+
+
+def unescape(text: str) -> str:
+    """pycep keeps Bicep's \\' escapes: the string as ARM will see it."""
+    return text.replace("\\'", "'")
+
+
+def role_id(assignment: dict[str, Any], tpl: Template) -> str:
+    """The built-in role id an assignment grants (roles.<key> looked up in the template)."""
+    fn = body(assignment)["properties"]["roleDefinitionId"]["function"]
+    assert fn["type"] == "subscription_resource_id", "roles by subscriptionResourceId(...)"
+    assert fn["parameters"]["resource_type"] == "Microsoft.Authorization/roleDefinitions"
+    key = dotted(fn["parameters"]["resource_name_1"])
+    assert key and key.startswith("roles."), key
+    value = tpl.resolve("roles")[key.split(".", 1)[1]]
+    assert isinstance(value, str)
+    return value
+
+
+def principal(assignment: dict[str, Any]) -> str | None:
+    return dotted(body(assignment)["properties"]["principalId"])
+
+
+def assignments(tpl: Template) -> dict[str, dict[str, Any]]:
+    return tpl.resources_of_type(ROLE_TYPE)
+
+
+def the_queue(tpl: Template) -> str:
+    """The symbol of the template's one queue, checked to be an existing queue named by queueName."""
+    (name, queue), *others = tpl.resources_of_type(QUEUE_TYPE).items()
+    assert not others, f"{tpl.path.name} should name exactly one queue"
+    assert queue["existing"] is True and body(queue)["name"] == "queueName"
+    service = tpl.resources[body(queue)["parent"]]
+    assert service["type"] == "Microsoft.Storage/storageAccounts/queueServices" and service["existing"]
+    assert tpl.resources[body(service)["parent"]]["existing"] is True
+    return name
+
+
+# --- wiring in main.bicep ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(ALL_MODULES))
+def test_producer_and_consumer_modules_are_optional_and_off_by_default(main: Template, name: str) -> None:
+    switch, queue = ALL_MODULES[name]
+    use = main.module(name)["config"]
+    assert use["condition"] == switch
+    assert main.params[switch]["type"] == "bool" and main.params[switch]["default"] is False
+    assert main.resolve(use["config"]["params"]["queueName"]) == queue
+    bicepparam = (INFRA / "main.bicepparam").read_text(encoding="utf-8")
+    assert re.search(
+        rf"^param {switch} = readEnvironmentVariable\('\w+', 'false'\) == 'true'$", bicepparam, re.M
+    )
+
+
+@pytest.mark.parametrize("name", sorted(ALL_MODULES))
+def test_the_function_identity_is_not_handed_to_or_named_by_producer_modules(
+    main: Template, name: str
+) -> None:
+    passed = body(main.module(name))["params"]
+    handed = {
+        d for node in walk(passed) if (d := dotted(node)) and d.startswith(("identity.", "rbac.", "app."))
+    }
+    assert not handed, f"main.bicep hands {name} the app's identity or its wiring: {handed}"
+    text = (MODULES / name).read_text(encoding="utf-8")
+    for needle in ("Microsoft.ManagedIdentity", "userAssignedIdentities", "UserAssigned"):
+        assert needle not in text, f"{name} names a user-assigned identity ({needle})"
+    for workflow in template(name).resources_of_type(WORKFLOW_TYPE).values():
+        assert body(workflow)["identity"] == {"type": "SystemAssigned"}
+
+
+# --- producers: one role, one queue --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(PRODUCERS))
+def test_each_producer_identity_is_a_queue_sender_on_its_single_queue(main: Template, name: str) -> None:
+    tpl = template(name)
+    _, queue_name, workflows = PRODUCERS[name]
+    assert set(tpl.resources_of_type(WORKFLOW_TYPE)) == workflows
+    queue = the_queue(tpl)
+    for workflow in workflows:
+        granted = {
+            a_name: a
+            for a_name, a in assignments(tpl).items()
+            if principal(a) == f"{workflow}.identity.principalId"
+        }
+        assert len(granted) == 1, f"{workflow}: exactly one role assignment, found {sorted(granted)}"
+        ((a_name, assignment),) = granted.items()
+        config = body(assignment)
+        assert role_id(assignment, tpl) == QUEUE_SENDER, f"{a_name}: Storage Queue Data Message Sender only"
+        assert config["scope"] == queue, f"{a_name}: scoped to the queue, not {config.get('scope')}"
+        assert config["properties"]["principalType"] == "ServicePrincipal"
+        guid_args = [dotted(arg) for arg in config["name"]["function"]["parameters"].values()]
+        assert config["name"]["function"]["type"] == "guid" and guid_args[:2] == [
+            f"{queue}.id",
+            f"{workflow}.id",
+        ]
+    assert main.resolve(body(main.module(name))["params"]["queueName"]) == queue_name
+
+
+@pytest.mark.parametrize("name", sorted(PRODUCERS))
+def test_no_producer_has_a_role_on_the_account_table_results_or_another_identity(name: str) -> None:
+    tpl = template(name)
+    queue = the_queue(tpl)
+    kinds = {r["type"] for r in tpl.resources.values()}
+    assert not {t for t in kinds if "tableServices" in t or "blobServices" in t or "ManagedIdentity" in t}
+    for a_name, assignment in assignments(tpl).items():
+        config = body(assignment)
+        role = role_id(assignment, tpl)
+        who = principal(assignment)
+        if role == QUEUE_SENDER:
+            assert config["scope"] == queue and who and who.endswith(".identity.principalId"), a_name
+        elif role == SENTINEL_AUTOMATION_CONTRIBUTOR:
+            # Microsoft Sentinel's own service account, so automation rules can run the playbooks.
+            assert name == "sentinel-playbook.bicep" and who == "sentinelAutomationPrincipalId", a_name
+            assert assignment["config"]["condition"]["operator"]["type"] == "not", "only when asked for"
+        elif role == KEY_VAULT_SECRETS_USER:
+            # The operator who copies the intake URL into Jira / ServiceNow: that one secret only.
+            assert name == "ticket-intake.bicep" and who == "urlReaderPrincipalId", a_name
+            assert config["scope"] == "callbackUrl", a_name
+        else:
+            pytest.fail(f"{name}: {a_name} grants an unexpected role {role}")
+    text = (MODULES / name).read_text(encoding="utf-8")
+    assert "machine-action-results" not in text and "tableServices" not in text
+
+
+def test_sentinel_automation_contributor_goes_only_to_sentinel_and_only_when_asked(main: Template) -> None:
+    tpl = template("sentinel-playbook.bicep")
+    granted = [a for a in assignments(tpl).values() if role_id(a, tpl) == SENTINEL_AUTOMATION_CONTRIBUTOR]
+    (assignment,) = granted
+    assert "scope" not in body(assignment), "the playbooks' resource group, where Sentinel looks for it"
+    assert tpl.params["sentinelAutomationPrincipalId"]["default"] == ""
+    passed = body(main.module("sentinel-playbook.bicep"))["params"]["sentinelAutomationPrincipalId"]
+    assert passed == "sentinelAutomationPrincipalId" and main.params[passed]["default"] == ""
+
+
+def test_the_operator_may_read_the_intake_url_and_nothing_more(main: Template) -> None:
+    tpl = template("ticket-intake.bicep")
+    (reader,) = [a for a in assignments(tpl).values() if role_id(a, tpl) == KEY_VAULT_SECRETS_USER]
+    assert body(reader)["scope"] == "callbackUrl"
+    assert tpl.resources["callbackUrl"]["type"] == "Microsoft.KeyVault/vaults/secrets"
+    passed = body(main.module("ticket-intake.bicep"))["params"]
+    assert passed["urlReaderPrincipalId"] == "operatorPrincipalId"
+
+
+# --- consumer: read and delete on the results queue only -----------------------------------------
+
+
+def test_the_results_consumer_reads_only_the_results_queue(main: Template) -> None:
+    name, _, queue_name, workflows = CONSUMER
+    tpl = template(name)
+    queue = the_queue(tpl)
+    assert set(tpl.resources_of_type(WORKFLOW_TYPE)) == workflows
+    granted = {role_id(a, tpl): body(a) for a in assignments(tpl).values()}
+    assert set(granted) == {QUEUE_READER, QUEUE_PROCESSOR}, "Reader + Message Processor, no Sender"
+    for config in granted.values():
+        assert config["scope"] == queue
+        assert dotted(config["properties"]["principalId"]) == "consumer.identity.principalId"
+    assert main.resolve(body(main.module(name))["params"]["queueName"]) == queue_name
+
+
+def test_the_results_consumer_comments_once_per_result_and_then_deletes_it() -> None:
+    text = unescape((MODULES / "results-consumer.bicep").read_text(encoding="utf-8"))
+    # The comment is named by the result's resultId: a redelivered result rewrites the same comment.
+    assert "/comments/@{outputs('Result')?['resultId']}?api-version=" in text
+    assert "'/providers/microsoft.securityinsights/incidents/'" in text
+    assert "method: 'DELETE'" in text and "popreceipt=@{encodeUriComponent(" in text
+    assert "audience: '@parameters('armEndpoint')'" in text and "environment().resourceManager" in text
+
+
+# --- how the producers write ---------------------------------------------------------------------
+
+
+PUT_BODY = (
+    "<QueueMessage><MessageText>@{replace(replace(replace(string(triggerBody()), '&', '&amp;'), "
+    "'<', '&lt;'), '>', '&gt;')}</MessageText></QueueMessage>"
+)
+
+
+def _put_actions(tpl: Template) -> list[dict[str, Any]]:
+    return [
+        node
+        for node in walk(tpl.doc)
+        if isinstance(node, dict)
+        and node.get("type") == "Http"
+        and isinstance(node.get("inputs"), dict)
+        and node["inputs"].get("method") == "POST"
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(PRODUCERS))
+def test_producers_put_the_trigger_body_unchanged_with_their_own_token(name: str) -> None:
+    tpl = template(name)
+    puts = _put_actions(tpl)
+    assert puts, f"{name}: no put-message action"
+    for action in puts:
+        inputs = action["inputs"]
+        assert unescape(inputs["uri"]) == "@parameters('queueMessagesUrl')"
+        assert unescape(inputs["body"]) == PUT_BODY
+        assert inputs["authentication"] == {
+            "type": "ManagedServiceIdentity",
+            "audience": "https://storage.azure.com/",
+        }
+        # Entra ID needs x-ms-version 2017-11-09 or later on every call.
+        assert inputs["headers"]["'x-ms-version'"] >= "2017-11-09"
+    for workflow in tpl.resources_of_type(WORKFLOW_TYPE).values():
+        values = body(workflow)["properties"]["parameters"]
+        if isinstance(values, str):  # a variable shared by the workflows
+            values = tpl.variables[values]["value"]
+        url = values["queueMessagesUrl"]["value"]
+        assert url == "${storage.properties.primaryEndpoints.queue}${queueName}/messages"
+    # The Azure Queues managed connector would need an account key: the account has none.
+    assert "azurequeues" not in (MODULES / name).read_text(encoding="utf-8")
+
+
+def test_sentinel_playbooks_use_the_sentinel_triggers_through_a_managed_identity_connection() -> None:
+    tpl = template("sentinel-playbook.bicep")
+    (connection,) = tpl.resources_of_type("Microsoft.Web/connections").values()
+    props = body(connection)["properties"]
+    assert props["parameterValueType"] == "Alternative", "managed identity: nobody signs the connection in"
+    api = tpl.resolve("sentinelApiId")
+    assert api is not None
+    api_fn = tpl.variables["sentinelApiId"]["value"]["function"]
+    assert api_fn["type"] == "subscription_resource_id"
+    assert "azuresentinel" in api_fn["parameters"].values()
+    connections = tpl.variables["connections"]["value"]["azuresentinel"]
+    assert connections["connectionProperties"] == {"authentication": {"type": "ManagedServiceIdentity"}}
+    paths = {}
+    for symbol, workflow in tpl.resources_of_type(WORKFLOW_TYPE).items():
+        ((trigger_name, trigger),) = body(workflow)["properties"]["definition"]["triggers"].items()
+        assert trigger["type"] == "ApiConnectionWebhook"
+        assert trigger["inputs"]["host"]["connection"] == "sentinelConnectionReference"
+        assert trigger["inputs"]["body"] == {"callback_url": "@{listCallbackUrl()}"}
+        paths[symbol] = (trigger_name, trigger["inputs"]["path"])
+        actions = body(workflow)["properties"]["definition"]["actions"]
+        assert actions == {"Put_message_on_isolation_requests": "putMessage"}, "one action: the put"
+    assert paths == {
+        "incidentPlaybook": ("Microsoft_Sentinel_incident", "/incident-creation"),
+        "alertPlaybook": ("Microsoft_Sentinel_alert", "/subscribe"),
+    }
+
+
+def test_the_intake_takes_a_schemaless_post_and_tells_the_caller_what_happened() -> None:
+    tpl = template("ticket-intake.bicep")
+    (workflow,) = tpl.resources_of_type(WORKFLOW_TYPE).values()
+    definition = body(workflow)["properties"]["definition"]
+    assert definition["triggers"] == {
+        "manual": {"type": "Request", "kind": "Http", "inputs": {"method": "POST"}}
+    }, "POST only, no schema: the body goes on unchanged"
+    assert (
+        tpl.resolve("triggerName") == "manual"
+        and body(tpl.resources["intakeTrigger"])["name"] == "triggerName"
+    )
+    responses = {
+        node["inputs"]["statusCode"]
+        for node in walk(definition)
+        if isinstance(node, dict) and node.get("type") == "Response"
+    }
+    assert responses == {202, 415, 502}
+
+
+def test_the_intake_ip_restriction_is_left_out_rather_than_empty() -> None:
+    tpl = template("ticket-intake.bicep")
+    (workflow,) = tpl.resources_of_type(WORKFLOW_TYPE).values()
+    access = body(workflow)["properties"]["accessControl"]["operator"]
+    # An empty allowedCallerIpAddresses list would admit only other Logic Apps.
+    assert access["type"] == "conditional"
+    assert access["operands"]["true_value"] == {}
+    assert access["operands"]["false_value"] == {"triggers": {"allowedCallerIpAddresses": "callerRanges"}}
+    assert tpl.params["allowedCallerIpRanges"]["default"] == []
+
+
+def test_the_intake_url_is_kept_in_a_hardened_key_vault_and_never_output() -> None:
+    tpl = template("ticket-intake.bicep")
+    (vault,) = tpl.resources_of_type("Microsoft.KeyVault/vaults").values()
+    props = body(vault)["properties"]
+    assert props["enableRbacAuthorization"] is True and props["accessPolicies"] == []
+    assert props["enableSoftDelete"] is True and props["enablePurgeProtection"] is True
+    assert props["networkAcls"]["defaultAction"] == "Deny"
+    assert props["enabledForTemplateDeployment"] is False
+    secret = body(tpl.resources["callbackUrl"])
+    assert dotted(secret["properties"]["value"]) is None  # a call, not a plain reference
+    assert "intakeTrigger.listCallbackUrl().value" in (MODULES / "ticket-intake.bicep").read_text()
+    for output_name, output in tpl.doc.get("outputs", {}).items():
+        assert "listCallbackUrl" not in json.dumps(output), output_name
+        assert output_name != "callbackUrl"
+    main_text = (INFRA / "main.bicep").read_text(encoding="utf-8")
+    assert "listCallbackUrl" not in main_text
+
+
+# --- payload fixtures ----------------------------------------------------------------------------
+
+
+def _fixture(name: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+    return document
+
+
+def test_every_fixture_is_described_in_the_readme() -> None:
+    readme = (FIXTURES / "README.md").read_text(encoding="utf-8")
+    names = sorted(p.name for p in FIXTURES.glob("*.json"))
+    assert names == [
+        "jira-automation-release.json",
+        "sentinel-alert.json",
+        "sentinel-incident.json",
+        "servicenow-flow-release.json",
+    ]
+    for fixture in names:
+        assert f"`{fixture}`" in readme, fixture
+        assert len(json.dumps(_fixture(fixture)).encode()) < 64 * 1024, "a queue message is at most 64 KiB"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.json")))
+def test_put_message_escaping_delivers_the_body_unchanged(name: str) -> None:
+    """The playbooks' expression, replayed: escape &, <, > into <MessageText>; the queue stores
+    the element's text, which is the trigger body's JSON again (the fixtures contain an &)."""
+    document = _fixture(name)
+    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    xml = f"<QueueMessage><MessageText>{escaped}</MessageText></QueueMessage>"
+    stored = ElementTree.fromstring(xml)  # noqa: S314 - built here from the repository's fixtures
+    message_text = stored.findtext("MessageText")
+    assert message_text == text and json.loads(message_text) == document
+
+
+def test_sentinel_fixtures_name_the_device_by_its_mde_id() -> None:
+    incident = _fixture("sentinel-incident.json")["object"]
+    assert "/providers/Microsoft.SecurityInsights/Incidents/" in incident["id"]
+    props = incident["properties"]
+    assert {"incidentNumber", "title", "severity", "relatedEntities"} <= set(props)
+    hosts = [e for e in props["relatedEntities"] if e["kind"] == "Host"]
+    assert hosts and all(h["properties"]["additionalData"]["MdatpDeviceId"] == MACHINE_ID for h in hosts)
+    alert = _fixture("sentinel-alert.json")
+    (host,) = [e for e in alert["Entities"] if e["Type"] == "host"]
+    assert host["MdatpDeviceId"] == MACHINE_ID and f"{host['HostName']}.{host['DnsDomain']}" == HOST_FQDN
+
+
+def test_ticket_fixtures_carry_an_approval_a_device_and_a_requester() -> None:
+    jira = _fixture("jira-automation-release.json")
+    assert jira["webhookEvent"] == "jira:issue_updated"
+    assert jira["issue"]["fields"]["customfield_10050"] == MACHINE_ID
+    assert {"field": "status", "toString": "Approved for release"}.items() <= jira["changelog"]["items"][
+        0
+    ].items()
+    assert jira["user"]["emailAddress"]
+    snow = _fixture("servicenow-flow-release.json")
+    assert {"number", "sys_id", "state", "approval", "short_description", "requested_for", "cmdb_ci"} <= set(
+        snow
+    )
+    assert snow["approval"] == "approved" and snow["cmdb_ci"]["display_value"] == HOST_FQDN
+    for reference in (snow["requested_for"], snow["cmdb_ci"]):
+        assert set(reference) == {"link", "value", "display_value"}
+        assert reference["link"].endswith("/" + reference["value"])
+
+
+# The smart values of the documented Jira rule, and where the fixture holds each one's value.
+JIRA_SMART_VALUES = {
+    "{{initiator.accountId}}": ("user", "accountId"),
+    "{{initiator.displayName.jsonEncode}}": ("user", "displayName"),
+    "{{initiator.emailAddress}}": ("user", "emailAddress"),
+    "{{issue.id}}": ("issue", "id"),
+    "{{issue.key}}": ("issue", "key"),
+    "{{issue.summary.jsonEncode}}": ("issue", "fields", "summary"),
+    "{{issue.status.name}}": ("issue", "fields", "status", "name"),
+    "{{issue.customfield_10050.jsonEncode}}": ("issue", "fields", "customfield_10050"),
+    "{{fromStatus.name}}": ("changelog", "items", 0, "fromString"),
+    "{{toStatus.name}}": ("changelog", "items", 0, "toString"),
+}
+
+
+def _doc_block(marker: str) -> str:
+    text = DOC.read_text(encoding="utf-8")
+    match = re.search(rf"<!-- {re.escape(marker)} -->\s*```\w*\n(.*?)```", text, re.S)
+    assert match, f"docs/producers.md has no block marked <!-- {marker} -->"
+    return match[1]
+
+
+def test_the_jira_fixture_is_what_the_documented_rule_sends() -> None:
+    fixture = _fixture("jira-automation-release.json")
+    template_text = _doc_block("jira-automation-body")
+    assert set(re.findall(r"\{\{[^}]+\}\}", template_text)) == set(JIRA_SMART_VALUES)
+    rendered = template_text
+    for smart_value, path in JIRA_SMART_VALUES.items():
+        value: Any = fixture
+        for step in path:
+            value = value[step]
+        rendered = rendered.replace(smart_value, json.dumps(value)[1:-1])
+    assert json.loads(rendered) == fixture
+
+
+def test_the_servicenow_fixture_is_what_the_documented_script_builds() -> None:
+    fixture = _fixture("servicenow-flow-release.json")
+    script = _doc_block("servicenow-script-step")
+    keys = re.findall(r"^\s+(\w+): ", script.split("JSON.stringify(", 1)[1], re.M)
+    assert keys == list(fixture), "the script's body keys, in order"
+    assert set(re.findall(r"^\s+(link|value|display_value): ", script, re.M)) == {
+        "link",
+        "value",
+        "display_value",
+    }
