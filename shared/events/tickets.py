@@ -1,0 +1,470 @@
+"""Release tickets -> one release (unisolate) request: canonical, Jira, ServiceNow.
+
+Where a ticket keeps the device, the requester and the approval is site-specific, so it is a field
+mapping: the ``TICKET_MAPPINGS`` app setting (JSON), parsed once at startup by
+``load_ticket_mappings`` and passed in. Anything left out of the setting keeps its default
+(``DEFAULT_TICKET_MAPPINGS_JSON``).
+
+Paths are dotted (``issue.fields.customfield_10050``) into the JSON the ticket system posts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+from urllib.parse import quote
+
+from .. import canonical
+from ..canonical import ContainmentRequest, DeviceRef, Source
+from ..errors import ConfigError, InvalidRequest
+from ..mde import MACHINE_ID, validate_machine_id
+from .common import (
+    clean_text,
+    clean_url,
+    derive_request_id,
+    get_path,
+    present,
+    schema_properties,
+    valid_device_name,
+)
+
+SETTING = "TICKET_MAPPINGS"
+DeviceKind = Literal["auto", "machineId", "deviceName"]
+DEVICE_KINDS: tuple[DeviceKind, ...] = ("auto", "machineId", "deviceName")
+TICKET_ID_MAX = 128  # ticketId in release-request.schema.json
+REQUESTED_BY_MAX = 256
+RELEASE_COMMENT_MAX = 500
+_SYS_ID = re.compile(r"[0-9a-f]{32}")
+_PATH = re.compile(r"[^.\s]+(?:\.[^.\s]+)*")
+
+
+@dataclass(frozen=True)
+class JiraMapping:
+    """Where a Jira issue keeps what a release needs."""
+
+    device_field: str = "issue.fields.customfield_10050"
+    device_kind: DeviceKind = "auto"
+    requester_fields: tuple[str, ...] = (
+        "user.emailAddress",
+        "user.displayName",
+        "issue.fields.reporter.emailAddress",
+        "issue.fields.reporter.displayName",
+    )
+    approved_statuses: tuple[str, ...] = ("Approved for release",)
+    status_field: str = "issue.fields.status.name"
+    ticket_id_field: str = "issue.key"
+    comment_field: str | None = "issue.fields.summary"
+
+
+@dataclass(frozen=True)
+class ServiceNowMapping:
+    """Where a ServiceNow record keeps what a release needs."""
+
+    device_field: str = "cmdb_ci"
+    device_kind: DeviceKind = "auto"
+    requester_fields: tuple[str, ...] = ("requested_for",)
+    # Approved when any of these fields holds one of its values (case-insensitive).
+    approved_when: tuple[tuple[str, tuple[str, ...]], ...] = (("approval", ("approved",)),)
+    ticket_id_field: str = "number"
+    comment_field: str | None = "short_description"
+    url_field: str | None = None
+
+
+@dataclass(frozen=True)
+class TicketMappings:
+    """The field mappings of every ticket system (``TICKET_MAPPINGS``)."""
+
+    jira: JiraMapping = field(default_factory=JiraMapping)
+    servicenow: ServiceNowMapping = field(default_factory=ServiceNowMapping)
+
+
+DEFAULT_TICKET_MAPPINGS_JSON = """{
+  "jira": {
+    "deviceField": "issue.fields.customfield_10050",
+    "deviceKind": "auto",
+    "requesterFields": ["user.emailAddress", "user.displayName",
+                        "issue.fields.reporter.emailAddress", "issue.fields.reporter.displayName"],
+    "approvedStatuses": ["Approved for release"],
+    "statusField": "issue.fields.status.name",
+    "ticketIdField": "issue.key",
+    "commentField": "issue.fields.summary"
+  },
+  "servicenow": {
+    "deviceField": "cmdb_ci",
+    "deviceKind": "auto",
+    "requesterFields": ["requested_for"],
+    "approvedWhen": {"approval": ["approved"]},
+    "ticketIdField": "number",
+    "commentField": "short_description",
+    "urlField": null
+  }
+}"""
+
+
+# ---------------------------------------------------------------------------------------------
+# The setting
+
+
+def load_ticket_mappings(raw: str | None) -> TicketMappings:
+    """``TICKET_MAPPINGS`` (JSON text, or unset for the defaults) -> validated mappings.
+
+    Raises ``ConfigError`` naming the setting and the offending field; unknown fields are errors
+    too, so a typo (``deviceFeild``) fails at startup instead of silently using the default.
+    """
+    if raw is None or not raw.strip():
+        return TicketMappings()
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise ConfigError(f"{SETTING} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{SETTING} must be a JSON object with the keys jira and/or servicenow")
+    _no_unknown(data, {"jira", "servicenow"}, "")
+    return TicketMappings(
+        jira=_jira_mapping(_section(data, "jira")),
+        servicenow=_servicenow_mapping(_section(data, "servicenow")),
+    )
+
+
+def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
+    section = data.get(name, {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{SETTING}: {name} must be a JSON object")
+    return section
+
+
+def _jira_mapping(section: dict[str, Any]) -> JiraMapping:
+    default = JiraMapping()
+    fields = {
+        "deviceField", "deviceKind", "requesterFields", "approvedStatuses",
+        "statusField", "ticketIdField", "commentField",
+    }  # fmt: skip
+    _no_unknown(section, fields, "jira.")
+    return JiraMapping(
+        device_field=_path(section, "deviceField", default.device_field, "jira"),
+        device_kind=_device_kind(section, default.device_kind, "jira"),
+        requester_fields=_strings(section, "requesterFields", default.requester_fields, "jira", path=True),
+        approved_statuses=_strings(section, "approvedStatuses", default.approved_statuses, "jira"),
+        status_field=_path(section, "statusField", default.status_field, "jira"),
+        ticket_id_field=_path(section, "ticketIdField", default.ticket_id_field, "jira"),
+        comment_field=_optional_path(section, "commentField", default.comment_field, "jira"),
+    )
+
+
+def _servicenow_mapping(section: dict[str, Any]) -> ServiceNowMapping:
+    default = ServiceNowMapping()
+    fields = {
+        "deviceField", "deviceKind", "requesterFields", "approvedWhen",
+        "ticketIdField", "commentField", "urlField",
+    }  # fmt: skip
+    _no_unknown(section, fields, "servicenow.")
+    return ServiceNowMapping(
+        device_field=_path(section, "deviceField", default.device_field, "servicenow"),
+        device_kind=_device_kind(section, default.device_kind, "servicenow"),
+        requester_fields=_strings(
+            section, "requesterFields", default.requester_fields, "servicenow", path=True
+        ),
+        approved_when=_approved_when(section, default.approved_when),
+        ticket_id_field=_path(section, "ticketIdField", default.ticket_id_field, "servicenow"),
+        comment_field=_optional_path(section, "commentField", default.comment_field, "servicenow"),
+        url_field=_optional_path(section, "urlField", default.url_field, "servicenow"),
+    )
+
+
+def _no_unknown(section: dict[str, Any], known: set[str], prefix: str) -> None:
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ConfigError(
+            f"{SETTING}: unknown field {prefix}{unknown[0]}; expected one of {', '.join(sorted(known))}"
+        )
+
+
+def _path(section: dict[str, Any], key: str, default: str, system: str) -> str:
+    value = section.get(key, default)
+    if not isinstance(value, str) or not _PATH.fullmatch(value):
+        raise ConfigError(f"{SETTING}: {system}.{key} must be a dotted field path such as {default!r}")
+    return value
+
+
+def _optional_path(section: dict[str, Any], key: str, default: str | None, system: str) -> str | None:
+    if section.get(key, default) is None:
+        return None
+    return _path(section, key, default or "u_ticket_url", system)
+
+
+def _device_kind(section: dict[str, Any], default: DeviceKind, system: str) -> DeviceKind:
+    value = section.get("deviceKind", default)
+    if value not in DEVICE_KINDS:
+        raise ConfigError(f"{SETTING}: {system}.deviceKind must be one of {', '.join(DEVICE_KINDS)}")
+    return cast(DeviceKind, value)
+
+
+def _strings(
+    section: dict[str, Any], key: str, default: tuple[str, ...], where: str, *, path: bool = False
+) -> tuple[str, ...]:
+    value = section.get(key, list(default))
+    name = f"{where}.{key}"
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{SETTING}: {name} must be a non-empty list")
+    for item in value:
+        if not isinstance(item, str) or not item.strip() or (path and not _PATH.fullmatch(item)):
+            what = "dotted field paths" if path else "non-empty strings"
+            raise ConfigError(f"{SETTING}: {name} must hold {what}, not {item!r}")
+    return tuple(value)
+
+
+def _approved_when(
+    section: dict[str, Any], default: tuple[tuple[str, tuple[str, ...]], ...]
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    value = section.get("approvedWhen", {path: list(values) for path, values in default})
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(
+            f"{SETTING}: servicenow.approvedWhen must be a non-empty object of field -> approved values"
+        )
+    rules = []
+    for path in value:
+        if not _PATH.fullmatch(path):
+            raise ConfigError(f"{SETTING}: servicenow.approvedWhen has an invalid field path {path!r}")
+        rules.append((path, _strings(value, path, (), "servicenow.approvedWhen")))
+    return tuple(rules)
+
+
+# ---------------------------------------------------------------------------------------------
+# Detection and parsing
+
+
+def detect_release_shape(document: Mapping[str, Any]) -> str:
+    """``canonical``, ``jira`` or ``servicenow``; anything else is ``UnknownEventShape``.
+
+    * canonical: only fields of ``release-request.schema.json`` (and at least one);
+    * jira: ``webhookEvent`` starting ``jira:`` (a system webhook), or an ``issue`` object with
+      ``key`` and ``fields`` (a Jira Automation "Send web request" with "Issue data (Jira format)");
+    * servicenow: a top-level ``sys_id`` (every ServiceNow record has one).
+    """
+    if document and set(document) <= schema_properties("release-request.schema.json"):
+        return "canonical"
+    webhook_event = document.get("webhookEvent")
+    if isinstance(webhook_event, str) and webhook_event.startswith("jira:"):
+        return "jira"
+    issue = document.get("issue")
+    if isinstance(issue, Mapping) and "key" in issue and isinstance(issue.get("fields"), Mapping):
+        return "jira"
+    if "sys_id" in document:
+        return "servicenow"
+    raise InvalidRequest(
+        "UnknownEventShape",
+        "not a release request we recognise; expected one of: canonical release request, "
+        "Jira issue_updated webhook (or Jira Automation issue data), ServiceNow record (with sys_id)",
+    )
+
+
+def parse_ticket(
+    document: Mapping[str, Any], fallback_request_id: str, mappings: TicketMappings
+) -> ContainmentRequest:
+    """A release request from any supported ticket shape (see ``detect_release_shape``)."""
+    shape = detect_release_shape(document)
+    if shape == "canonical":
+        return canonical.parse_release(dict(document), fallback_request_id)
+    if shape == "jira":
+        return parse_jira(document, fallback_request_id, mappings.jira)
+    return parse_servicenow(document, fallback_request_id, mappings.servicenow)
+
+
+def parse_jira(
+    document: Mapping[str, Any], fallback_request_id: str, mapping: JiraMapping
+) -> ContainmentRequest:
+    """A Jira issue as a release request.
+
+    Approval: a system webhook fires on every update of the issue, so it approves only when this
+    very update moved the status to an approved value (a ``changelog`` item ``status`` with that
+    ``toString``); otherwise editing an old approved ticket would release a device that has since
+    been isolated again. A Jira Automation payload has no changelog: the rule's trigger (e.g.
+    "Issue transitioned") is the event, so the current status (``statusField``) is checked.
+    """
+    webhook_event = document.get("webhookEvent")
+    if webhook_event is not None and webhook_event != "jira:issue_updated":
+        raise InvalidRequest(
+            "UnsupportedJiraEvent",
+            f"Jira event {clean_text(webhook_event, 64)!r} is not a release; send jira:issue_updated",
+        )
+    ticket_id = _ticket_id(document, mapping.ticket_id_field, "Jira issue")
+    approved_values = {value.casefold() for value in mapping.approved_statuses}
+    if webhook_event is not None:
+        approved = any(
+            value.casefold() in approved_values for value in _status_transitions(document.get("changelog"))
+        )
+    else:
+        status = _text(get_path(document, mapping.status_field))
+        approved = status is not None and status.casefold() in approved_values
+    issue = document.get("issue")
+    self_url = issue.get("self") if isinstance(issue, Mapping) else None
+    return _release(
+        system="jira",
+        ticket_id=ticket_id,
+        url=_jira_browse_url(self_url, ticket_id),
+        device=_device(
+            document, mapping.device_field, mapping.device_kind, f"Jira issue {ticket_id}", "jira"
+        ),
+        requested_by=_requester(document, mapping.requester_fields, f"Jira issue {ticket_id}", "jira"),
+        approved=approved,
+        comment=_comment(document, mapping.comment_field),
+        fallback_request_id=fallback_request_id,
+    )
+
+
+def parse_servicenow(
+    document: Mapping[str, Any], fallback_request_id: str, mapping: ServiceNowMapping
+) -> ContainmentRequest:
+    """A ServiceNow record as a release request; approved when an ``approvedWhen`` rule holds (a
+    field's display value or stored value is one of the rule's values, case-insensitive)."""
+    ticket_id = _ticket_id(document, mapping.ticket_id_field, "ServiceNow record")
+    approved = any(
+        {text.casefold() for text in _texts(get_path(document, path))} & {v.casefold() for v in values}
+        for path, values in mapping.approved_when
+    )
+    what = f"ServiceNow record {ticket_id}"
+    return _release(
+        system="servicenow",
+        ticket_id=ticket_id,
+        url=clean_url(_text(get_path(document, mapping.url_field))) if mapping.url_field else None,
+        device=_device(document, mapping.device_field, mapping.device_kind, what, "servicenow"),
+        requested_by=_requester(document, mapping.requester_fields, what, "servicenow"),
+        approved=approved,
+        comment=_comment(document, mapping.comment_field),
+        fallback_request_id=fallback_request_id,
+    )
+
+
+def _release(
+    *,
+    system: str,
+    ticket_id: str,
+    url: str | None,
+    device: DeviceRef,
+    requested_by: str,
+    approved: bool,
+    comment: str | None,
+    fallback_request_id: str,
+) -> ContainmentRequest:
+    return ContainmentRequest(
+        action="Unisolate",
+        request_id=derive_request_id(fallback_request_id, ticket_id),
+        source=Source(system=system, id=ticket_id, url=url),
+        device=device,
+        comment=comment,
+        ticket_id=ticket_id,
+        requested_by=requested_by,
+        approved=approved,
+    )
+
+
+def _status_transitions(changelog: object) -> list[str]:
+    """The ``toString`` of every status change in a webhook's changelog."""
+    items = changelog.get("items") if isinstance(changelog, Mapping) else None
+    transitions = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, Mapping):
+            continue
+        if str(item.get("field", "")).lower() == "status" or item.get("fieldId") == "status":
+            to_status = present(item.get("toString"))
+            if to_status is not None:
+                transitions.append(to_status)
+    return transitions
+
+
+def _jira_browse_url(self_url: object, key: str) -> str | None:
+    """``https://site/rest/api/2/issue/10001`` -> ``https://site/browse/KEY`` (the page a human
+    opens; a server install's context path before ``/rest/api/`` is kept)."""
+    url = clean_url(self_url)
+    if url is None or "/rest/api/" not in url:
+        return None
+    return clean_url(f"{url.split('/rest/api/')[0]}/browse/{quote(key, safe='')}")
+
+
+def _ticket_id(document: Mapping[str, Any], path: str, what: str) -> str:
+    ticket_id = clean_text(_text(get_path(document, path)), TICKET_ID_MAX)
+    if ticket_id is None:
+        raise InvalidRequest("NoTicketId", f"{what} has no ticket id in {path}")
+    return ticket_id
+
+
+def _device(document: Mapping[str, Any], path: str, kind: DeviceKind, what: str, system: str) -> DeviceRef:
+    value = get_path(document, path)
+    if isinstance(value, list):
+        if len(value) > 1:
+            raise InvalidRequest(
+                "SeveralDevices", f"{what} names {len(value)} devices in {path}; one per ticket"
+            )
+        value = value[0] if value else None
+    if _unresolved_reference(value):
+        raise InvalidRequest(
+            "UnresolvedReference",
+            f"{what}: {path} arrived as a reference (sys_id) without its display value; send display "
+            f"values (sysparm_display_value=all) or set {SETTING} {system}.deviceField to a field "
+            "holding the device name or MDE machine id",
+        )
+    text = _text(value)
+    if text is None:
+        raise InvalidRequest(
+            "NoDevice", f"{what} names no device in {path} (set {SETTING} {system}.deviceField)"
+        )
+    if kind == "machineId" or (kind == "auto" and MACHINE_ID.fullmatch(text.lower())):
+        return DeviceRef(machine_id=validate_machine_id(text))
+    name = valid_device_name(text)
+    if name is None:
+        raise InvalidRequest(
+            "InvalidDeviceName",
+            f"{what}: {path} holds {clean_text(text, 80)!r}, neither a 40-hex machine id nor a DNS name",
+        )
+    return DeviceRef(device_name=name)
+
+
+def _requester(document: Mapping[str, Any], paths: tuple[str, ...], what: str, system: str) -> str:
+    for path in paths:
+        requester = clean_text(_text(get_path(document, path)), REQUESTED_BY_MAX)
+        if requester is not None:
+            return requester
+    raise InvalidRequest(
+        "NoRequester",
+        f"{what} names no requester in {', '.join(paths)} (set {SETTING} {system}.requesterFields)",
+    )
+
+
+def _comment(document: Mapping[str, Any], path: str | None) -> str | None:
+    return clean_text(_text(get_path(document, path)), RELEASE_COMMENT_MAX) if path else None
+
+
+def _text(value: object) -> str | None:
+    """The text of a field: a string, or the readable part of an object field (ServiceNow
+    ``{"display_value", "value", "link"}``, a Jira option ``{"value"}`` or user
+    ``{"emailAddress", "displayName"}``)."""
+    if isinstance(value, Mapping):
+        for key in ("display_value", "value", "name", "emailAddress", "displayName"):
+            text = _text(value.get(key)) if not isinstance(value.get(key), Mapping) else None
+            if text is not None:
+                return text
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return present(value)
+
+
+def _texts(value: object) -> list[str]:
+    """Every text a field offers: a reference's display value (which may be translated) and its
+    stored value (``{"display_value": "Genehmigt", "value": "approved"}``), so either can match."""
+    if isinstance(value, Mapping):
+        return [text for key in ("display_value", "value") if (text := _text(value.get(key))) is not None]
+    text = _text(value)
+    return [text] if text is not None else []
+
+
+def _unresolved_reference(value: object) -> bool:
+    """A ServiceNow reference sent as ``{"link", "value"}`` only: its value is the referenced
+    record's sys_id, which would be looked up as a device name and never match."""
+    if not isinstance(value, Mapping) or "display_value" in value or "link" not in value:
+        return False
+    reference_value = value.get("value")
+    return isinstance(reference_value, str) and bool(_SYS_ID.fullmatch(reference_value))
