@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueClient, QueueServiceClient
 
@@ -124,6 +124,13 @@ class LocalStack:
                 process.wait()
         self._hosts.clear()
 
+    def kill_hosts(self) -> None:
+        """A crash: SIGKILL every host, so in-flight messages stay leased and nothing is cleaned up."""
+        for process in self._hosts:
+            process.kill()
+            process.wait()
+        self._hosts.clear()
+
     def host_logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("funchost-*.log")))
 
@@ -173,7 +180,11 @@ class LocalStack:
         return found
 
     def peek_count(self, queue: str) -> int:
-        return int(self.queue(queue).get_queue_properties().approximate_message_count)
+        """Messages in a queue, visible or not (0 for a queue that does not exist yet)."""
+        try:
+            return int(self.queue(queue).get_queue_properties().approximate_message_count)
+        except ResourceNotFoundError:
+            return 0
 
 
 @contextmanager

@@ -203,15 +203,24 @@ def to_canonical(request: ContainmentRequest, **changes: Any) -> dict[str, Any]:
     return document
 
 
+def request_marker(request: ContainmentRequest) -> str:
+    """The tag every MDE comment of ours ends with: finds our own action again after a crash."""
+    return f"request={request.request_id}]"
+
+
 def mde_comment(request: ContainmentRequest) -> str:
     """The MDE ``Comment``: why, by which request, from where; bounded, no control characters."""
     if request.action == "Isolate":
         lead = request.comment or "Automatic isolation"
         origin = f"source={request.source.system}" + (f":{request.source.id}" if request.source.id else "")
-        text = f"{lead} [mde-containment request={request.request_id} {origin}]"
+        text = f"{lead} [mde-containment {origin} {request_marker(request)}"
     else:
         lead = f"Release approved in ticket {request.ticket_id}, requested by {request.requested_by}"
         text = f"{lead}: {request.comment}" if request.comment else lead
-        text += f" [mde-containment request={request.request_id}]"
+        text += f" [mde-containment {request_marker(request)}"
     text = "".join(ch if ch.isprintable() else " " for ch in text)
-    return text if len(text) <= COMMENT_MAX else text[: COMMENT_MAX - 1] + "…"
+    if len(text) <= COMMENT_MAX:
+        return text
+    # Trim the lead, never the marker: it is how a redelivery finds this action again.
+    tail = text[text.rindex(" [mde-containment ") :]
+    return text[: COMMENT_MAX - len(tail) - 1] + "…" + tail

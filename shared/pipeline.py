@@ -171,8 +171,16 @@ class Handler:
             machine = resolve_machine(request, mde)
             subject.machine = {"id": machine["id"], "computerDnsName": machine.get("computerDnsName")}
             comment = canonical.mde_comment(request)
-            subject.details["cancelledActions"] = self.cancel_opposite(machine["id"], request)
-            outcome, action = submit(mde, request, machine["id"], comment)
+            own = None
+            if delivery.dequeue_count > 1 or request.attempt > 1:
+                # A redelivery: the first delivery may have posted before it died. MDE's "already in
+                # progress" only covers a still-pending action, so look for our own by its comment.
+                own = find_own_action(mde, machine["id"], request)
+            if own is not None:
+                outcome, action = ("Submitted" if is_final(own.status) else "AlreadyPending"), own
+            else:
+                subject.details["cancelledActions"] = self.cancel_opposite(machine["id"], request)
+                outcome, action = submit(mde, request, machine["id"], comment)
         except MdeApiError as e:
             if e.status != 429:
                 raise
@@ -184,7 +192,10 @@ class Handler:
         state.pop("name", None)
         subject.details.update(state)
         self.report(subject, delivery, outcome, machine_action=action)
-        if not is_final(action.status):
+        if is_final(action.status):  # e.g. our own action found again after a crash
+            subject.sequence = 2
+            self.report_final(subject, delivery, action, str(final_outcome(action.status)))
+        else:
             self.schedule_follow_up(subject, action)
 
     def cancel_opposite(self, machine_id: str, request: ContainmentRequest) -> list[str]:
@@ -278,12 +289,16 @@ class Handler:
             outcome = "TrackingExpired"
             subject.details["lastStatus"] = action.status
         if outcome is not None:
-            self.report(subject, delivery, outcome, machine_action=action)
-            self.rt.ledger.mark_final_reported(tracking.action_id, tracking.request_id, outcome)
+            self.report_final(subject, delivery, action, outcome)
             return
         delay = delay_before_check(schedule, tracking.check + 1)
         remaining = (tracking.deadline - now).total_seconds()
         self.send_tracking(tracking.next_check(action.status), min(delay, max(1.0, remaining)))
+
+    def report_final(self, subject: Subject, delivery: Delivery, action: MachineAction, outcome: str) -> None:
+        """The one final result of a request's action, recorded so a redelivery does not repeat it."""
+        self.report(subject, delivery, outcome, machine_action=action)
+        self.rt.ledger.mark_final_reported(action.id, subject.request_id, outcome)
 
     def report(
         self,
@@ -374,6 +389,15 @@ def submit(
     if action.raw.get("requestorComment") not in (None, comment) and not is_final(action.status):
         return "AlreadyPending", action
     return "Submitted", action
+
+
+def find_own_action(mde: MdeClient, machine_id: str, request: ContainmentRequest) -> MachineAction | None:
+    """The action an earlier delivery of this request created: its comment carries the request id."""
+    marker = canonical.request_marker(request)
+    for action in mde.list_actions(machine_id, request.action):
+        if marker in str(action.raw.get("requestorComment") or ""):
+            return action
+    return None
 
 
 def mde_pending(mde: MdeClient, machine_id: str, action_type: str) -> list[MachineAction]:

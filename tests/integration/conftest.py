@@ -57,6 +57,9 @@ class Sim:
     def fault(self, **fault: Any) -> None:
         self._post("faults", fault)
 
+    def complete(self, action_id: str, status: str) -> None:
+        self._post(f"actions/{action_id}/complete", {"status": status})
+
     def machines(self, machines: list[dict[str, Any]]) -> None:
         self._post("machines", machines)
 

@@ -61,7 +61,7 @@ def test_isolation_request_reaches_mde_exactly_as_documented(host: Host, sim: Si
     assert post["claims"]["appid"] == CLIENT_ID
     assert set(post["claims"]["roles"]) >= {"Machine.Isolate", "Machine.Read.All"}
     assert post["json"] == {
-        "Comment": "Ransomware behavior [mde-containment request=it-1 source=sentinel:4711]",
+        "Comment": "Ransomware behavior [mde-containment source=sentinel:4711 request=it-1]",
         "IsolationType": "Full",
     }
 

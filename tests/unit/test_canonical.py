@@ -142,7 +142,7 @@ def test_isolation_comment_names_the_request_and_source() -> None:
     request = parse_isolation(
         isolation(comment="Ransomware on host", source={"system": "sentinel", "id": "INC-42"}), "m"
     )
-    assert mde_comment(request) == "Ransomware on host [mde-containment request=req-1 source=sentinel:INC-42]"
+    assert mde_comment(request) == "Ransomware on host [mde-containment source=sentinel:INC-42 request=req-1]"
 
 
 def test_release_comment_names_ticket_and_requester() -> None:
@@ -157,7 +157,8 @@ def test_comment_is_bounded() -> None:
     request = parse_isolation(isolation(comment="x" * 1000, requestId="r" * 128), "m")
     comment = mde_comment(request)
     assert len(comment) == COMMENT_MAX
-    assert comment.endswith("…")
+    assert comment.endswith(" [mde-containment source=canonical request=" + "r" * 128 + "]")
+    assert "…" in comment
 
 
 def test_schema_errors_point_at_the_field() -> None:
