@@ -174,7 +174,7 @@ class LocalStack:
             for message in batch:
                 result = json.loads(message.content)
                 queue.delete_message(message)
-                (found if where(result) else self.other_results).append(result)
+                (found if where(result) and len(found) < count else self.other_results).append(result)
             if not batch:
                 time.sleep(0.1)
         return found

@@ -114,6 +114,10 @@ class Ledger(Protocol):
 
     def final_reported(self, action_id: str, request_id: str) -> bool: ...
 
+    def claim_final(self, action_id: str, request_id: str, now: datetime) -> bool: ...
+
+    def release_final(self, action_id: str, request_id: str) -> None: ...
+
     def mark_final_reported(self, action_id: str, request_id: str, outcome: str) -> None: ...
 
     def try_take_slot(self, request_id: str, machine_id: str, now: datetime) -> BreakerResult: ...
@@ -147,6 +151,9 @@ class Ledger(Protocol):
         details: Mapping[str, Any] | None,
         now: datetime,
     ) -> tuple[str, str]: ...
+
+
+FINAL_CLAIM_TIMEOUT = timedelta(minutes=2)
 
 
 class TableLedger:
@@ -183,7 +190,37 @@ class TableLedger:
 
     def final_reported(self, action_id: str, request_id: str) -> bool:
         """Whether the final result of (action, request) was already written."""
-        return self._get(f"action:{action_id}", _final_key(request_id)) is not None
+        entity = self._get(f"action:{action_id}", _final_key(request_id))
+        return entity is not None and entity.get("state", "published") == "published"
+
+    def claim_final(self, action_id: str, request_id: str, now: datetime) -> bool:
+        """Take the right to write the final result of (action, request): exactly one of several
+        racing trackers gets True. A claim whose writer died unpublished is taken over after
+        ``FINAL_CLAIM_TIMEOUT``, so a final result is never lost to a crash."""
+        entity = {
+            "PartitionKey": f"action:{action_id}",
+            "RowKey": _final_key(request_id),
+            "requestId": request_id,
+            "state": "claimed",
+            "claimedAt": now.isoformat(),
+        }
+        previous = self._get(entity["PartitionKey"], entity["RowKey"])
+        if previous is not None:
+            if previous.get("state", "published") == "published":
+                return False
+            claimed_at = datetime.fromisoformat(str(previous.get("claimedAt")))
+            if now - claimed_at < FINAL_CLAIM_TIMEOUT:
+                return False
+        return self._write(previous, entity)
+
+    def release_final(self, action_id: str, request_id: str) -> None:
+        """Give a claim back (publishing failed), so the redelivery can write the result."""
+        self._guard(
+            "delete",
+            lambda: self._table.delete_entity(
+                partition_key=f"action:{action_id}", row_key=_final_key(request_id)
+            ),
+        )
 
     def mark_final_reported(self, action_id: str, request_id: str, outcome: str) -> None:
         """Remember that the final result of (action, request) was written."""
@@ -191,6 +228,7 @@ class TableLedger:
             "PartitionKey": f"action:{action_id}",
             "RowKey": _final_key(request_id),
             "requestId": request_id,
+            "state": "published",
             "outcome": outcome,
             "reportedAt": datetime.now(UTC).isoformat(),
         }

@@ -272,7 +272,7 @@ class Handler:
         subject.sequence = 2
         if self.rt.ledger.final_reported(tracking.action_id, tracking.request_id):
             logger.info("final result already written action_id=%s", tracking.action_id)
-            return
+            return  # without reading the action again: a redelivery costs no API call
         schedule = self.rt.settings.tracking_schedule
         try:
             action = self.rt.mde.get_action(tracking.action_id)
@@ -297,8 +297,16 @@ class Handler:
 
     def report_final(self, subject: Subject, delivery: Delivery, action: MachineAction, outcome: str) -> None:
         """The one final result of a request's action, recorded so a redelivery does not repeat it."""
-        self.report(subject, delivery, outcome, machine_action=action)
-        self.rt.ledger.mark_final_reported(action.id, subject.request_id, outcome)
+        ledger = self.rt.ledger
+        if not ledger.claim_final(action.id, subject.request_id, self.rt.clock()):
+            logger.info("final result already written or being written action_id=%s", action.id)
+            return
+        try:
+            self.report(subject, delivery, outcome, machine_action=action)
+        except Exception:
+            ledger.release_final(action.id, subject.request_id)
+            raise
+        ledger.mark_final_reported(action.id, subject.request_id, outcome)
 
     def report(
         self,

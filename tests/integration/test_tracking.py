@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -51,7 +52,7 @@ def test_follow_ups_back_off_on_429_and_never_run_faster_than_the_schedule(host:
         for r in sim.requests("machineactions")
         if r["path"].startswith("/api/machineactions/")
     ]
-    gaps = [(b - a).total_seconds() for a, b in zip(reads, reads[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(reads)]
     assert gaps, reads
     assert min(gaps) >= 1.9, gaps  # after the 429: >= Retry-After; else the schedule step (2 s)
 

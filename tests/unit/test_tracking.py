@@ -8,9 +8,7 @@ from shared.tracking import Tracking, delay_before_check, device_online, final_o
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(
-    ("check", "delay"), [(1, 30), (2, 60), (3, 120), (6, 900), (7, 900), (50, 900)]
-)
+@pytest.mark.parametrize(("check", "delay"), [(1, 30), (2, 60), (3, 120), (6, 900), (7, 900), (50, 900)])
 def test_schedule_grows_then_repeats_its_cap(check: int, delay: int) -> None:
     assert delay_before_check((30, 60, 120, 240, 480, 900), check) == delay
 
