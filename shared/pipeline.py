@@ -15,6 +15,7 @@ Every message ends in exactly one of:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from typing import Any
 
 import azure.functions as func
 
-from . import canonical
+from . import canonical, events
 from .canonical import Action, ContainmentRequest, Source
 from .errors import (
     ActionAlreadyPending,
@@ -37,6 +38,7 @@ from .errors import (
 from .identity import CredentialTokenProvider, managed_identity_credential
 from .ledger import Ledger, TableLedger
 from .mde import MachineAction, MdeClient, is_final, validate_machine_id
+from .policy import decide_isolation, decide_release, needs_machine_lookup
 from .queues import MessageSender, StorageQueueSender
 from .results import Delivery, QueueResultPublisher, ResultPublisher, build_result
 from .settings import Settings, get_settings
@@ -46,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 EventParser = Callable[[dict[str, Any], str], list[ContainmentRequest]]
 OPPOSITE: dict[str, Action] = {"Isolate": "Unisolate", "Unisolate": "Isolate"}
+CANONICAL_MARKER = "[mde-containment "  # our comments carry it: an action we created
 
 
 @dataclass(frozen=True)
@@ -78,28 +81,27 @@ def runtime() -> Runtime:
         same = storage_id == settings.azure_client_id
         storage_credential = credential if same else managed_identity_credential(storage_id)
     sender = StorageQueueSender(settings.storage, storage_credential)
-    ledger = TableLedger.from_settings(settings.storage, settings.ledger_table, storage_credential)
+    ledger = TableLedger.from_settings(
+        settings.storage, settings.ledger_table, storage_credential, breaker=settings.isolation_policy.breaker
+    )
     return Runtime(settings, mde, sender, QueueResultPublisher(sender, settings.results_queue), ledger)
-
-
-def _canonical_isolation(document: dict[str, Any], fallback_id: str) -> list[ContainmentRequest]:
-    return [canonical.parse_isolation(document, fallback_id)]
-
-
-def _canonical_release(document: dict[str, Any], fallback_id: str) -> list[ContainmentRequest]:
-    return [canonical.parse_release(document, fallback_id)]
 
 
 def handle_isolation(msg: func.QueueMessage) -> None:
     """Entry point of ``isolate_fn``."""
     rt = runtime()
-    Handler(rt, "Isolate", rt.settings.isolation_queue, _canonical_isolation).handle(msg)
+    Handler(rt, "Isolate", rt.settings.isolation_queue, events.parse_alert_event).handle(msg)
 
 
 def handle_release(msg: func.QueueMessage) -> None:
     """Entry point of ``release_fn``."""
     rt = runtime()
-    Handler(rt, "Unisolate", rt.settings.release_queue, _canonical_release).handle(msg)
+    mappings = rt.settings.ticket_mappings
+
+    def parse(document: dict[str, Any], fallback_id: str) -> list[ContainmentRequest]:
+        return [events.parse_release_event(document, fallback_id, mappings)]
+
+    Handler(rt, "Unisolate", rt.settings.release_queue, parse).handle(msg)
 
 
 @dataclass
@@ -164,28 +166,37 @@ class Handler:
             request.attempt,
             delivery.dequeue_count,
         )
-        if request.action == "Unisolate" and not request.approved:
-            raise InvalidRequest("NotApproved", f"ticket {request.ticket_id} is not approved for release")
         mde = self.rt.mde
         try:
             machine = resolve_machine(request, mde)
             subject.machine = {"id": machine["id"], "computerDnsName": machine.get("computerDnsName")}
-            comment = canonical.mde_comment(request)
-            own = None
-            if delivery.dequeue_count > 1 or request.attempt > 1:
-                # A redelivery: the first delivery may have posted before it died. MDE's "already in
-                # progress" only covers a still-pending action, so look for our own by its comment.
-                own = find_own_action(mde, machine["id"], request)
-            if own is not None:
-                outcome, action = ("Submitted" if is_final(own.status) else "AlreadyPending"), own
+            if request.action == "Isolate":
+                gated = self.gate_isolation(request, machine, subject, delivery)
+                if gated is None:
+                    return  # answered: Skipped, HeldForApproval or a storm duplicate
+                request, machine = gated
             else:
-                subject.details["cancelledActions"] = self.cancel_opposite(machine["id"], request)
-                outcome, action = submit(mde, request, machine["id"], comment)
+                self.authorise_release(request, machine)
+            if self.rt.settings.dry_run:
+                self.report_dry_run(request, machine, subject, delivery)
+                return
+            try:
+                outcome, action = self.post(request, machine, subject, delivery)
+            except Exception:
+                if request.action == "Isolate":  # do not block the device for the storm window
+                    self.rt.ledger.abandon_claim(machine["id"], request.request_id)
+                raise
         except MdeApiError as e:
             if e.status != 429:
                 raise
             self.retry_later(request, subject, delivery, e)
             return
+        now = self.rt.clock()
+        if request.action == "Isolate":
+            owned = outcome == "Submitted" or CANONICAL_MARKER in str(action.raw.get("requestorComment"))
+            self.rt.ledger.record_isolation(machine["id"], request.request_id, action.id, now, owned=owned)
+        else:
+            self.rt.ledger.record_release(machine["id"], request.request_id, action.id, now)
         state = self.device_state(machine)
         if subject.machine is not None and not subject.machine.get("computerDnsName"):
             subject.machine["computerDnsName"] = action.raw.get("computerDnsName") or state.pop("name")
@@ -197,6 +208,82 @@ class Handler:
             self.report_final(subject, delivery, action, str(final_outcome(action.status)))
         else:
             self.schedule_follow_up(subject, action)
+
+    def post(
+        self, request: ContainmentRequest, machine: dict[str, Any], subject: Subject, delivery: Delivery
+    ) -> tuple[str, MachineAction]:
+        """The one write to MDE, made idempotent: a redelivery first looks for its own action."""
+        mde = self.rt.mde
+        if delivery.dequeue_count > 1 or request.attempt > 1:
+            # The first delivery may have posted before it died. MDE's "already in progress" only
+            # covers a still-pending action, so look for our own by the marker in its comment.
+            own = find_own_action(mde, machine["id"], request)
+            if own is not None:
+                return ("Submitted" if is_final(own.status) else "AlreadyPending"), own
+        subject.details["cancelledActions"] = self.cancel_opposite(machine["id"], request)
+        return submit(mde, request, machine["id"], canonical.mde_comment(request))
+
+    def gate_isolation(
+        self, request: ContainmentRequest, machine: dict[str, Any], subject: Subject, delivery: Delivery
+    ) -> tuple[ContainmentRequest, dict[str, Any]] | None:
+        """Policy, then storm de-duplication, then the breaker (in that order). None when the
+        request was answered here (Skipped, AlreadyPending from the ledger, HeldForApproval)."""
+        policy = self.rt.settings.isolation_policy
+        if needs_machine_lookup(policy) and "onboardingStatus" not in machine:
+            machine = {**self.rt.mde.get_machine(machine["id"]), "id": machine["id"]}
+        decision = decide_isolation(request, machine, policy)
+        subject.details.update(decision.to_details())
+        if decision.kind != "Isolate" or decision.isolation_type is None:
+            logger.info("isolation skipped request_id=%s rule=%s", request.request_id, decision.rule)
+            self.report(subject, delivery, "Skipped")
+            return None
+        request = dataclasses.replace(request, isolation_type=decision.isolation_type)
+        if self.rt.settings.dry_run:
+            return request, machine  # the ledger's claims and slots are for real isolations only
+        ledger, now = self.rt.ledger, self.rt.clock()
+        claim = ledger.claim_device(machine["id"], request.request_id, now, policy.dedupe_window)
+        if not claim.won:
+            if claim.action_id is None:
+                raise TransientError("DeviceClaimPending", f"request {claim.request_id} is isolating it now")
+            # A storm duplicate: answered from the ledger without calling MDE. The action's final
+            # status comes on the stream of the request named in duplicateOf.
+            subject.details["duplicateOf"] = claim.request_id
+            pending = MachineAction({"id": claim.action_id, "type": "Isolate", "status": "Unknown"})
+            self.report(subject, delivery, "AlreadyPending", machine_action=pending)
+            return None
+        slot = ledger.try_take_slot(request.request_id, machine["id"], now)
+        if slot.held:
+            ledger.abandon_claim(machine["id"], request.request_id)
+            subject.details.update(slot.to_details())
+            logger.warning("breaker open: isolation held request_id=%s", request.request_id)
+            self.report(subject, delivery, "HeldForApproval")
+            return None
+        return request, machine
+
+    def authorise_release(self, request: ContainmentRequest, machine: dict[str, Any]) -> None:
+        """Approved ticket, allowed requester, and (if the policy says so) our own isolation."""
+        policy = self.rt.settings.isolation_policy
+        own = None
+        if policy.release.only_release_own_isolations:
+            own = self.rt.ledger.isolated_by_us(machine["id"])
+        decision = decide_release(request, policy, isolated_by_us=own)
+        if decision.kind != "Release":
+            raise InvalidRequest(decision.reason or "ReleaseRefused", decision.rule)
+
+    def report_dry_run(
+        self, request: ContainmentRequest, machine: dict[str, Any], subject: Subject, delivery: Delivery
+    ) -> None:
+        """DRY_RUN: everything but the POST; the result shows the call that would have been made."""
+        verb = "isolate" if request.action == "Isolate" else "unisolate"
+        body: dict[str, Any] = {"Comment": canonical.mde_comment(request)}
+        if request.action == "Isolate":
+            body["IsolationType"] = request.isolation_type
+        subject.details["dryRun"] = {
+            "method": "POST",
+            "path": f"/api/machines/{machine['id']}/{verb}",
+            "body": body,
+        }
+        self.report(subject, delivery, "DryRun")
 
     def cancel_opposite(self, machine_id: str, request: ContainmentRequest) -> list[str]:
         """The newer request wins: cancel a pending opposite action on the same machine, so an
@@ -317,6 +404,13 @@ class Handler:
         machine_action: MachineAction | None = None,
         error: ContainmentError | None = None,
     ) -> None:
+        action_id = machine_action.id if machine_action else None
+        machine_id = (subject.machine or {}).get("id")
+        # Audit first: if the ledger is down the message is retried before any result goes out.
+        self.rt.ledger.record_decision(
+            subject.request_id, subject.action, machine_id, None, outcome, action_id,
+            {**subject.details, "error": error.code if error else None}, self.rt.clock(),
+        )  # fmt: skip
         self.rt.publisher.publish(
             build_result(
                 action=subject.action,

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .events.tickets import TicketMappings, load_ticket_mappings
+from .policy import IsolationPolicy, load_isolation_policy
 
 APP_ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,6 +78,9 @@ class Settings:
     device_offline_after: timedelta
     max_throttled_attempts: int
     http_retries: int
+    isolation_policy: IsolationPolicy
+    ticket_mappings: TicketMappings
+    dry_run: bool
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:
@@ -112,6 +117,15 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low:g} and {high:g} (got {raw!r})")
     return value
+
+
+def _boolean(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = _optional(env, name)
+    if raw is None:
+        return default
+    if raw.lower() not in ("true", "false"):
+        raise ConfigError(f"{name} must be true or false (got {raw!r})")
+    return raw.lower() == "true"
 
 
 def _table_name(env: Mapping[str, str], name: str, default: str) -> str:
@@ -218,6 +232,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         ),
         max_throttled_attempts=int(_number(env, "MDE_MAX_THROTTLED_ATTEMPTS", 20, 1, 1000)),
         http_retries=int(_number(env, "MDE_HTTP_RETRIES", 2, 0, 5)),
+        isolation_policy=load_isolation_policy(_optional(env, "ISOLATION_POLICY")),
+        ticket_mappings=load_ticket_mappings(_optional(env, "TICKET_MAPPINGS")),
+        dry_run=_boolean(env, "DRY_RUN", default=False),
     )
 
 

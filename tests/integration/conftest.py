@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 import requests
 from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableClient
 
-from devstack.stack import QUEUES, LocalStack
+from devstack.stack import LEDGER_TABLE, QUEUES, LocalStack
+from devstack.tokens import mint_token
 from shared.canonical import schema_errors
 
 # Fast clocks: one simulated minute per real second for MDE timing and rate windows; the host
@@ -35,8 +37,9 @@ UNKNOWN_PC = "0" * 40
 class Sim:
     """The MDE simulator's control API."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, signing_secret: str) -> None:
         self.url = url
+        self.signing_secret = signing_secret
 
     def _post(self, path: str, body: Any) -> Any:
         response = requests.post(f"{self.url}/_control/{path}", json=body, timeout=5)
@@ -68,6 +71,9 @@ class Sim:
         recorded = recorded if isinstance(recorded, list) else recorded.get("requests", [])
         return [r for r in recorded if api is None or r.get("api") == api]
 
+    def stats(self) -> dict[str, Any]:
+        return dict(self._get("stats"))
+
     def actions(self) -> list[dict[str, Any]]:
         actions = self._get("actions")
         return actions if isinstance(actions, list) else actions.get("actions", [])
@@ -83,7 +89,7 @@ def stack() -> Iterator[LocalStack]:
 
 @pytest.fixture
 def sim(stack: LocalStack) -> Sim:
-    simulator = Sim(stack.mde_url)
+    simulator = Sim(stack.mde_url, stack.mde.signing_secret)
     simulator.reset()
     return simulator
 
@@ -95,6 +101,9 @@ def clean(stack: LocalStack, sim: Sim) -> Iterator[LocalStack]:
         queue = stack.queue(name)
         with contextlib.suppress(ResourceNotFoundError):  # a poison queue not created yet
             queue.clear_messages()
+    ledger = TableClient.from_connection_string(stack.azurite.connection_string, LEDGER_TABLE)
+    for entity in ledger.list_entities(select=["PartitionKey", "RowKey"]):
+        ledger.delete_entity(entity["PartitionKey"], entity["RowKey"])
     stack.other_results.clear()
     stack.identity.reset()
     yield stack
@@ -135,3 +144,23 @@ def queue_bodies(stack: LocalStack, name: str) -> list[dict[str, Any] | str]:
         except ValueError:
             bodies.append(message.content)
     return bodies
+
+
+def analyst_isolates(sim: Sim, machine_id: str) -> dict[str, Any]:
+    """An isolation made outside this service (an analyst's, in the portal), straight to MDE."""
+    token, _ = mint_token(
+        audience="https://api.securitycenter.microsoft.com",
+        roles=["Machine.Isolate", "Machine.Read.All"],
+        client_id="0c0ffee0-0000-4000-8000-00000000a11a",
+        tenant_id="00000000-0000-4000-8000-000000000000",
+        lifetime_s=600,
+        secret=sim.signing_secret,
+    )
+    response = requests.post(
+        f"{sim.url}/api/machines/{machine_id}/isolate",
+        json={"Comment": "Isolated by the on-call analyst", "IsolationType": "Full"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=5,
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())

@@ -16,6 +16,13 @@ Host = Callable[..., LocalStack]
 SHORT_LEASE = {"DEVSTACK_PROCESSING_LEASE_S": "3"}
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
 def queues_drain(stack: LocalStack, queue: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while stack.peek_count(queue) and time.monotonic() < deadline:
@@ -38,15 +45,14 @@ def test_crash_between_post_and_result_gives_one_action_and_one_stream(
     host: Host, sim: Sim, pending_s: int, first_outcome: str
 ) -> None:
     sim.config(pending_s=pending_s)
-    # The device lookup after the POST hangs for 4 s: the host is killed in that gap.
-    sim.fault(api="machines", delay_s=4, count=1)
+    # MDE takes 3 s to answer the POST: the host is killed while it waits; MDE creates the action.
+    sim.fault(api="isolate", delay_s=3, count=1)
     stack = host(**SHORT_LEASE)
     stack.send("isolation-requests", {"machineId": ONLINE_PC, "requestId": "crash-1"})
-    deadline = time.monotonic() + 10
-    while not sim.actions() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert len(sim.actions()) == 1
+    assert wait_until(lambda: sim.stats()["faulted"].get("isolate", 0) == 1 or bool(sim.requests("machines")))
+    time.sleep(1.0)
     stack.kill_hosts()
+    assert wait_until(lambda: len(sim.actions()) == 1)
     assert stack.take_results(1, timeout=0.5) == []  # the crash wrote nothing
     host(**SHORT_LEASE)  # a new instance picks the message up once its lease ends
     (first,) = results_for(stack, "crash-1", 1, timeout=30)

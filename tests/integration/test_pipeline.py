@@ -15,6 +15,7 @@ from tests.integration.conftest import (
     ONLINE_PC,
     UNKNOWN_PC,
     Sim,
+    analyst_isolates,
     no_more_results,
     queue_bodies,
     results_for,
@@ -143,7 +144,7 @@ def test_bad_messages_are_rejected_and_never_reach_mde(host: Host, sim: Sim) -> 
     assert sim.requests() == []
 
 
-def test_second_isolate_while_pending_reports_the_existing_action(host: Host, sim: Sim) -> None:
+def test_storm_duplicate_is_answered_from_the_ledger_without_calling_mde(host: Host, sim: Sim) -> None:
     sim.config(pending_s=3600)  # stays Pending for the whole test
     stack = host()
     stack.send("isolation-requests", isolation("dup-1"))
@@ -153,24 +154,36 @@ def test_second_isolate_while_pending_reports_the_existing_action(host: Host, si
 
     assert first["outcome"] == "Submitted"
     assert second["outcome"] == "AlreadyPending"
+    assert second["duplicateOf"] == "dup-1"
     assert second["machineAction"]["id"] == first["machineAction"]["id"]
+    assert len(sim.requests("isolate")) == 1
     assert len(sim.actions()) == 1
-    (listing,) = sim.requests("machineactions")[-1:]
-    assert listing["query"].get("$filter") in (
-        [f"machineId eq '{ONLINE_PC}' and type eq 'Isolate'"],
-        f"machineId eq '{ONLINE_PC}' and type eq 'Isolate'",
-    )
+
+
+def test_isolate_while_an_analyst_isolation_is_pending_reports_that_action(host: Host, sim: Sim) -> None:
+    sim.config(pending_s=3600)
+    analyst = analyst_isolates(sim, ONLINE_PC)
+    stack = host()
+    stack.send("isolation-requests", isolation("dup-3"))
+    (result,) = results_for(stack, "dup-3", 1)
+    assert result["outcome"] == "AlreadyPending"
+    assert result["machineAction"]["id"] == analyst["id"]
+    assert len(sim.actions()) == 1
+    (post,) = [r for r in sim.requests("isolate") if "mde-containment" in (r["body"] or "")]
+    assert post["status"] == 400
+    (listing,) = [r for r in sim.requests("machineactions") if "Isolate'" in str(r["query"])]
+    assert listing["query"]["$filter"] == f"machineId eq '{ONLINE_PC}' and type eq 'Isolate'"
 
 
 def test_201_with_an_existing_pending_action_is_reported_as_already_pending(host: Host, sim: Sim) -> None:
     sim.config(pending_s=3600, duplicate_mode="201-existing")
+    analyst = analyst_isolates(sim, ONLINE_PC)
     stack = host()
     stack.send("isolation-requests", isolation("e201-1"))
-    (first,) = results_for(stack, "e201-1", 1)
-    stack.send("isolation-requests", isolation("e201-2"))
-    (second,) = results_for(stack, "e201-2", 1)
-    assert (first["outcome"], second["outcome"]) == ("Submitted", "AlreadyPending")
-    assert second["machineAction"]["id"] == first["machineAction"]["id"]
+    (result,) = results_for(stack, "e201-1", 1)
+    assert result["outcome"] == "AlreadyPending"
+    assert result["machineAction"]["id"] == analyst["id"]
+    assert len(sim.actions()) == 1
 
 
 def test_unknown_machine_fails_with_mde_not_found(host: Host, sim: Sim) -> None:
