@@ -35,7 +35,8 @@ Choices where mde-api.md is silent or unconfirmed:
    ``ResourceNotFound`` as an unknown one. ``GET /api/machines/{name}`` matches DNS names
    case-insensitively and, when stale duplicate records share the name, returns the latest seen.
  - ``$filter``: ``field op literal`` terms joined by ``and``; ``eq``/``ne`` on any listed field,
-   ``gt/ge/lt/le`` on ``creationDateTimeUtc``/``lastSeen``; literals ``'text'`` (``''`` is a
+   ``gt/ge/lt/le`` on ``creationDateTimeUtc``/``lastSeen``; ``startswith(field,'text')`` on text
+   fields (MDE documents it for computerDnsName); literals ``'text'`` (``''`` is a
    quote), numbers, datetimes, ``null``. Text compares ignoring case. Anything else (``or``,
    brackets, ``machineTags/any(...)``, unknown fields) -> 400 ``InvalidInput``. ``$top``
    (0..10000) and ``$skip`` are honoured; other ``$`` options -> 400 ``InvalidInput``.
@@ -130,6 +131,8 @@ ERROR_CODES = {
 }
 _MACHINE_ID = re.compile(r"[0-9a-f]{40}")
 _GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+# startswith(field,'text'): the documented way to find a machine by the start of its DNS name.
+_STARTSWITH = re.compile(r"\s*startswith\(\s*([A-Za-z]+)\s*,\s*('(?:[^']|'')*')\s*\)\s*")
 _TERM = re.compile(r"\s*([A-Za-z]+)\s+(eq|ne|gt|ge|lt|le)\s+('(?:[^']|'')*'|[^\s'()]+)\s*")
 _AND = re.compile(r"and\s+")
 OPERATORS = {
@@ -139,6 +142,7 @@ OPERATORS = {
     "ge": operator.ge,
     "lt": operator.lt,
     "le": operator.le,
+    "startswith": lambda left, right: str(left).startswith(right),
 }
 ACTION_FILTER_FIELDS = frozenset({"id", "status", "machineId", "type", "requestor", "creationDateTimeUtc"})
 MACHINE_FILTER_FIELDS = frozenset(
@@ -817,6 +821,17 @@ def _parse_filter(text: str, fields: frozenset[str]) -> list[tuple[str, str, str
     """``field op literal [and ...]`` -> [(field, op, literal)]; a quoted literal is unescaped."""
     terms, pos = [], 0
     while True:
+        prefix = _STARTSWITH.match(text, pos)
+        if prefix is not None and prefix.group(1) in fields and prefix.group(1) not in DATETIME_FIELDS:
+            terms.append((prefix.group(1), "startswith", prefix.group(2)[1:-1].replace("''", "'")))
+            pos = prefix.end()
+            if pos == len(text):
+                return terms
+            joined = _AND.match(text, pos)
+            if joined is None:
+                raise ApiError(400, "InvalidInput", f"Invalid $filter near position {pos}: {text!r}")
+            pos = joined.end()
+            continue
         term = _TERM.match(text, pos)
         if term is None or term.group(1) not in fields:
             raise ApiError(400, "InvalidInput", f"Invalid $filter near position {pos}: {text!r}")

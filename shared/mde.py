@@ -244,6 +244,12 @@ class MdeClient:
         odata_filter = f"computerDnsName eq {odata_string(dns_name)}"
         return _values(self._call("GET", f"/api/machines?$filter={quote(odata_filter, safe='')}"))
 
+    def find_machines_by_dns_prefix(self, prefix: str) -> list[dict[str, Any]]:
+        """``GET /api/machines?$filter=startswith(computerDnsName,'...')``: for a bare host name,
+        whose records carry the FQDN. Callers keep exact first-label matches only."""
+        odata_filter = f"startswith(computerDnsName,{odata_string(prefix)})"
+        return _values(self._call("GET", f"/api/machines?$filter={quote(odata_filter, safe='')}"))
+
     def find_machines_by_ip(self, ip_address: str, timestamp: datetime) -> list[dict[str, Any]]:
         """``GET /api/machines/findbyip(ip='..',timestamp=..)``: devices seen with that IP +-15 min."""
         ip = str(ipaddress.ip_address(ip_address))

@@ -37,9 +37,10 @@ from .errors import (
 )
 from .identity import CredentialTokenProvider, managed_identity_credential
 from .ledger import Ledger, TableLedger
-from .mde import MachineAction, MdeClient, is_final, validate_machine_id
+from .mde import MachineAction, MdeClient, is_final
 from .policy import decide_isolation, decide_release, needs_machine_lookup
 from .queues import MessageSender, StorageQueueSender
+from .resolve import DeviceResolver
 from .results import Delivery, QueueResultPublisher, ResultPublisher, build_result
 from .settings import Settings, get_settings
 from .tracking import Tracking, delay_before_check, device_online, final_outcome, first_tracking
@@ -60,6 +61,7 @@ class Runtime:
     sender: MessageSender
     publisher: ResultPublisher
     ledger: Ledger
+    resolver: DeviceResolver
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
@@ -84,7 +86,9 @@ def runtime() -> Runtime:
     ledger = TableLedger.from_settings(
         settings.storage, settings.ledger_table, storage_credential, breaker=settings.isolation_policy.breaker
     )
-    return Runtime(settings, mde, sender, QueueResultPublisher(sender, settings.results_queue), ledger)
+    resolver = DeviceResolver(mde, settings.device_cache_seconds)
+    publisher = QueueResultPublisher(sender, settings.results_queue)
+    return Runtime(settings, mde, sender, publisher, ledger, resolver)
 
 
 def handle_isolation(msg: func.QueueMessage) -> None:
@@ -166,9 +170,10 @@ class Handler:
             request.attempt,
             delivery.dequeue_count,
         )
-        mde = self.rt.mde
         try:
-            machine = resolve_machine(request, mde)
+            machine, note = self.rt.resolver.resolve(request.device)
+            if note:
+                subject.details["resolution"] = note
             subject.machine = {"id": machine["id"], "computerDnsName": machine.get("computerDnsName")}
             if request.action == "Isolate":
                 gated = self.gate_isolation(request, machine, subject, delivery)
@@ -505,30 +510,3 @@ def find_own_action(mde: MdeClient, machine_id: str, request: ContainmentRequest
 def mde_pending(mde: MdeClient, machine_id: str, action_type: str) -> list[MachineAction]:
     """Not-final actions of one type on a machine, newest first."""
     return [a for a in mde.list_actions(machine_id, action_type) if not is_final(a.status)]
-
-
-def resolve_machine(request: ContainmentRequest, mde: MdeClient) -> dict[str, Any]:
-    """The one machine the request names: ``{"id", ...}`` (the full Machine when looked up)."""
-    device = request.device
-    if device.machine_id:
-        return {"id": device.machine_id, "computerDnsName": device.device_name}
-    if device.device_name:
-        candidates = mde.find_machines_by_dns_name(device.device_name)
-        described = f"computerDnsName {device.device_name!r}"
-    elif device.ip_address and device.timestamp:
-        candidates = mde.find_machines_by_ip(device.ip_address, device.timestamp)
-        described = f"IP {device.ip_address} at {device.timestamp.isoformat()}"
-    else:
-        raise InvalidRequest("NoDevice", "the request names no device")
-    if not candidates:
-        raise InvalidRequest("DeviceNotFound", f"no MDE machine has {described}")
-    if len(candidates) > 1:
-        listed = ", ".join(
-            f"{c.get('id')} ({c.get('computerDnsName')}, lastSeen {c.get('lastSeen')}, "
-            f"{c.get('healthStatus')})"
-            for c in candidates[:10]
-        )
-        raise InvalidRequest("AmbiguousDevice", f"{len(candidates)} machines have {described}: {listed}")
-    machine = dict(candidates[0])
-    machine["id"] = validate_machine_id(machine.get("id"))
-    return machine

@@ -81,6 +81,7 @@ class Settings:
     isolation_policy: IsolationPolicy
     ticket_mappings: TicketMappings
     dry_run: bool
+    device_cache_seconds: float
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:
@@ -235,6 +236,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         isolation_policy=load_isolation_policy(_optional(env, "ISOLATION_POLICY")),
         ticket_mappings=load_ticket_mappings(_optional(env, "TICKET_MAPPINGS")),
         dry_run=_boolean(env, "DRY_RUN", default=False),
+        device_cache_seconds=_number(env, "DEVICE_CACHE_SECONDS", 300, 0, 3600),
     )
 
 

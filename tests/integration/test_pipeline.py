@@ -8,6 +8,8 @@ import json
 from collections.abc import Callable
 from datetime import datetime
 
+import requests
+
 from devstack.stack import CLIENT_ID, LocalStack
 from tests.integration.conftest import (
     ENG_PC,
@@ -278,17 +280,34 @@ def test_isolating_cancels_a_pending_release_first(host: Host, sim: Sim) -> None
     assert final["outcome"] == "Cancelled"
 
 
-def test_device_name_is_resolved_exactly(host: Host, sim: Sim) -> None:
+def test_device_names_are_resolved_exactly_never_by_substring(host: Host, sim: Sim) -> None:
+    twin = {**machine_record(sim, ENG_PC), "id": "ab" * 20, "lastIpAddress": "10.9.9.9"}
+    sim.machines([{**twin, "computerDnsName": "ws-twin-01.contoso.local"}, {**twin, "id": "cd" * 20,
+                  "computerDnsName": "WS-TWIN-01.contoso.local"}])  # fmt: skip
     stack = host()
-    stack.send("isolation-requests", {"deviceName": "ws-eng-0007.contoso.local", "requestId": "name-1"})
-    stack.send("isolation-requests", {"deviceName": "ws-sales-0099.contoso.local", "requestId": "name-2"})
-    stack.send("isolation-requests", {"deviceName": "ws-eng-0007", "requestId": "name-3"})
-    (found,) = results_for(stack, "name-1", 1)
-    (ambiguous,) = results_for(stack, "name-2", 1)
-    (missing,) = results_for(stack, "name-3", 1)
-    assert found["machine"]["id"] == ENG_PC
-    assert ambiguous["outcome"] == "Rejected"
-    assert ambiguous["error"]["code"] == "AmbiguousDevice"
-    assert missing["error"]["code"] == "DeviceNotFound"
-    lookups = [r["query"] for r in sim.requests("machines")]
-    assert any("computerDnsName eq 'ws-eng-0007.contoso.local'" in str(q) for q in lookups)
+    names = {
+        "name-fqdn": "WS-ENG-0007.contoso.local",  # exact, case-insensitive
+        "name-bare": "ws-eng-0007",  # a bare host name matches the first label
+        "name-stale": "ws-sales-0099.contoso.local",  # one Active record + two stale ones
+        "name-twins": "ws-twin-01.contoso.local",  # two Active records: never a guess
+        "name-prefix": "ws-eng-000",  # a prefix is not a match
+    }
+    for request_id, name in names.items():
+        stack.send("isolation-requests", {"deviceName": name, "requestId": request_id})
+    got = {request_id: results_for(stack, request_id, 1)[0] for request_id in names}
+    assert got["name-fqdn"]["machine"]["id"] == ENG_PC
+    assert got["name-bare"]["machine"]["id"] == ENG_PC
+    assert got["name-stale"]["machine"]["id"] == "58e7b99603ae8ab07c70b95172007a23b6d37fdc"
+    assert "stale records ignored" in got["name-stale"]["resolution"]
+    assert got["name-twins"]["error"]["code"] == "AmbiguousDevice"
+    assert "ab" * 20 in got["name-twins"]["error"]["message"]
+    assert got["name-prefix"]["error"]["code"] == "DeviceNotFound"
+    queries = [str(r["query"]) for r in sim.requests("machines")]
+    assert any("computerDnsName eq 'ws-eng-0007.contoso.local'" in q for q in queries)
+    assert any("startswith(computerDnsName,'ws-eng-0007')" in q for q in queries)
+
+
+def machine_record(sim: Sim, machine_id: str) -> dict[str, object]:
+    machines = requests.get(f"{sim.url}/_control/machines", timeout=5).json()
+    machines = machines if isinstance(machines, list) else machines["machines"]
+    return next(m for m in machines if m["id"] == machine_id)
