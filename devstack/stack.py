@@ -151,9 +151,11 @@ class LocalStack:
     def queue(self, name: str) -> QueueClient:
         return QueueClient.from_connection_string(self.azurite.connection_string, name)
 
-    def send(self, queue: str, body: dict[str, Any] | str) -> None:
-        """Put a message on a queue as a producer would (plain JSON text unless given a string)."""
-        self.queue(queue).send_message(body if isinstance(body, str) else json.dumps(body))
+    def send(self, queue: str, body: dict[str, Any] | str) -> str:
+        """Put a message on a queue as a producer would (plain JSON text unless given a string);
+        returns the queue message id."""
+        sent = self.queue(queue).send_message(body if isinstance(body, str) else json.dumps(body))
+        return str(sent.id)
 
     def take_results(
         self,
