@@ -1,0 +1,114 @@
+"""Safe automatic containment (issue 6): policy, breaker across instances, dry run, release rules."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from devstack.stack import LocalStack
+from tests.integration.conftest import ENG_PC, ONLINE_PC, Sim, results_for
+
+Host = Callable[..., LocalStack]
+SRV_SQL = "63b87ad1411d2aa6afc5dcd92f0f66ccdb94157e"  # srv-sql-01.contoso.local, tag Tier0, group Servers
+
+
+def policy(**fields: Any) -> str:
+    return json.dumps({"minimumSeverity": "Medium", **fields})
+
+
+def fleet(count: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"{i:040x}",
+            "computerDnsName": f"ws-storm-{i:03}.contoso.local",
+            "healthStatus": "Active",
+            "onboardingStatus": "Onboarded",
+            "osPlatform": "Windows11",
+        }
+        for i in range(1, count + 1)
+    ]
+
+
+def test_protected_and_below_threshold_devices_are_skipped_with_the_rule(host: Host, sim: Sim) -> None:
+    rules = policy(protected={"dnsNames": ["srv-*.contoso.local"], "tags": ["NoAutoIsolate"]})
+    stack = host(ISOLATION_POLICY=rules)
+    stack.send("isolation-requests", {"machineId": SRV_SQL, "requestId": "prot-1", "severity": "High"})
+    stack.send("isolation-requests", {"machineId": ONLINE_PC, "requestId": "low-1", "severity": "low"})
+    (protected,) = results_for(stack, "prot-1", 1)
+    (low,) = results_for(stack, "low-1", 1)
+    assert (protected["outcome"], protected["reason"], protected["rule"]) == (
+        "Skipped",
+        "Protected",
+        "protected.dnsNames: srv-*.contoso.local",
+    )
+    assert (low["outcome"], low["reason"]) == ("Skipped", "BelowMinimumSeverity")
+    assert sim.requests("isolate") == []
+
+
+def test_dry_run_does_everything_but_the_post(host: Host, sim: Sim) -> None:
+    stack = host(DRY_RUN="true")
+    stack.send("isolation-requests", {"machineId": ONLINE_PC, "requestId": "dry-1", "comment": "why"})
+    stack.send(
+        "release-requests",
+        {
+            "machineId": ENG_PC,
+            "ticketId": "T-1",
+            "requestedBy": "ana@contoso.com",
+            "approved": True,
+            "requestId": "dry-2",
+        },
+    )
+    (isolate,) = results_for(stack, "dry-1", 1)
+    (release,) = results_for(stack, "dry-2", 1)
+    assert isolate["outcome"] == "DryRun"
+    assert isolate["dryRun"] == {
+        "method": "POST",
+        "path": f"/api/machines/{ONLINE_PC}/isolate",
+        "body": {"Comment": "why [mde-containment source=canonical request=dry-1]", "IsolationType": "Full"},
+    }
+    assert release["outcome"] == "DryRun"
+    assert release["dryRun"]["path"] == f"/api/machines/{ENG_PC}/unisolate"
+    assert sim.requests("isolate") == [] and sim.requests("unisolate") == []
+
+
+def test_breaker_holds_exactly_n_across_two_concurrent_hosts(host: Host, sim: Sim) -> None:
+    machines = fleet(10)
+    sim.machines(machines)
+    rules = policy(breaker={"maxIsolations": 4, "windowMinutes": 60})
+    stack = host(ISOLATION_POLICY=rules)
+    host(ISOLATION_POLICY=rules)  # a second instance on the same queues and ledger
+    for machine in machines:
+        stack.send(
+            "isolation-requests", {"machineId": machine["id"], "requestId": f"brk-{machine['id'][-2:]}"}
+        )
+    results = stack.take_results(10, timeout=30, where=lambda r: r["requestId"].startswith("brk-"))
+    outcomes = sorted(r["outcome"] for r in results)
+    assert outcomes == ["HeldForApproval"] * 6 + ["Submitted"] * 4, outcomes
+    held = next(r for r in results if r["outcome"] == "HeldForApproval")
+    assert held["breaker"]["maxIsolations"] == 4
+    assert len(sim.requests("isolate")) == 4
+
+
+def test_release_needs_an_allowed_requester_and_our_own_isolation(host: Host, sim: Sim) -> None:
+    rules = policy(release={"allowedRequesters": ["*@contoso.com"], "onlyReleaseOwnIsolations": True})
+    stack = host(ISOLATION_POLICY=rules)
+
+    def release(request_id: str, machine_id: str, requester: str) -> None:
+        body = {"machineId": machine_id, "ticketId": "T-9", "requestedBy": requester, "approved": True}
+        stack.send("release-requests", {**body, "requestId": request_id})
+
+    release("rel-outsider", ONLINE_PC, "mallory@evil.example")
+    (outsider,) = results_for(stack, "rel-outsider", 1)
+    assert (outsider["outcome"], outsider["error"]["code"]) == ("Rejected", "RequesterNotAllowed")
+
+    release("rel-not-ours", ONLINE_PC, "ana@contoso.com")
+    (not_ours,) = results_for(stack, "rel-not-ours", 1)
+    assert (not_ours["outcome"], not_ours["error"]["code"]) == ("Rejected", "NotIsolatedByService")
+
+    stack.send("isolation-requests", {"machineId": ONLINE_PC, "requestId": "iso-ours"})
+    results_for(stack, "iso-ours", 2)  # Submitted, then Succeeded
+    release("rel-ours", ONLINE_PC, "ana@contoso.com")
+    (ours,) = results_for(stack, "rel-ours", 1)
+    assert ours["outcome"] == "Submitted"
+    assert "ticket T-9, requested by ana@contoso.com" in ours["machineAction"]["requestorComment"]
