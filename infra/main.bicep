@@ -207,6 +207,7 @@ var appSettings = {
   TRACKING_SCHEDULE: ''
   TRACKING_DEADLINE_HOURS: ''
   DEVICE_OFFLINE_AFTER_MINUTES: ''
+  DEVICE_CACHE_SECONDS: ''
 }
 
 module app 'modules/app.bicep' = {
