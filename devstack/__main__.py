@@ -83,7 +83,8 @@ def demo() -> int:
         for queue, body, _ in SAMPLES:
             stack.send(queue, body)
         print(f"Sent {len(SAMPLES)} messages; waiting for their outcomes ...\n")
-        expected = 10  # 6 first results + 3 final statuses (2 submitted, 1 tracking expired) + 1 for the dup
+        expected = 9  # 6 first results + final statuses of the 3 submitted actions (the duplicate alert
+        # is answered from the ledger: its final status is the first request's)
         results = stack.take_results(expected, timeout=60)
         if len(results) < expected:
             print(
@@ -101,6 +102,8 @@ def _table(results: list[dict[str, Any]]) -> str:
         detail = ""
         if r.get("error"):
             detail = f"{r['error']['code']}: {r['error']['message']}"[:60]
+        elif r.get("duplicateOf"):
+            detail = f"storm duplicate of {r['duplicateOf']}: answered from the ledger"
         elif r.get("lastStatus"):
             detail = f"still {r['lastStatus']} at the tracking deadline"
         elif r.get("deviceOnline") is False:

@@ -236,6 +236,8 @@ class Handler:
         policy = self.rt.settings.isolation_policy
         if needs_machine_lookup(policy) and "onboardingStatus" not in machine:
             machine = {**self.rt.mde.get_machine(machine["id"]), "id": machine["id"]}
+            if subject.machine is not None and not subject.machine.get("computerDnsName"):
+                subject.machine["computerDnsName"] = machine.get("computerDnsName")
         decision = decide_isolation(request, machine, policy)
         subject.details.update(decision.to_details())
         if decision.kind != "Isolate" or decision.isolation_type is None:
