@@ -83,8 +83,8 @@ def demo() -> int:
         for queue, body, _ in SAMPLES:
             stack.send(queue, body)
         print(f"Sent {len(SAMPLES)} messages; waiting for their outcomes ...\n")
-        expected = 9  # 6 first results + final statuses of the 3 submitted actions (the duplicate alert
-        # is answered from the ledger: its final status is the first request's)
+        expected = 10  # 6 first results + 4 final statuses (the duplicate alert, answered from the
+        # ledger, gets its final result from the first request's)
         results = stack.take_results(expected, timeout=60)
         if len(results) < expected:
             print(

@@ -118,7 +118,15 @@ class Ledger(Protocol):
 
     def release_final(self, action_id: str, request_id: str) -> None: ...
 
-    def mark_final_reported(self, action_id: str, request_id: str, outcome: str) -> None: ...
+    def mark_final_reported(
+        self, action_id: str, request_id: str, outcome: str, action: Mapping[str, Any] | None = None
+    ) -> None: ...
+
+    def final_of(self, action_id: str, request_id: str) -> tuple[str, dict[str, Any]] | None: ...
+
+    def record_duplicate(self, action_id: str, request_id: str, subject: Mapping[str, Any]) -> None: ...
+
+    def duplicates(self, action_id: str) -> list[dict[str, Any]]: ...
 
     def try_take_slot(self, request_id: str, machine_id: str, now: datetime) -> BreakerResult: ...
 
@@ -222,17 +230,44 @@ class TableLedger:
             ),
         )
 
-    def mark_final_reported(self, action_id: str, request_id: str, outcome: str) -> None:
-        """Remember that the final result of (action, request) was written."""
+    def mark_final_reported(
+        self, action_id: str, request_id: str, outcome: str, action: Mapping[str, Any] | None = None
+    ) -> None:
+        """Remember that the final result of (action, request) was written, with the final action
+        (storm duplicates of this request get their own final result from it, without an API call)."""
         entity = {
             "PartitionKey": f"action:{action_id}",
             "RowKey": _final_key(request_id),
             "requestId": request_id,
             "state": "published",
             "outcome": outcome,
+            "action": json.dumps(dict(action or {}))[:30000],
             "reportedAt": datetime.now(UTC).isoformat(),
         }
         self._guard("write", lambda: self._table.upsert_entity(entity, mode=UpdateMode.REPLACE))
+
+    def final_of(self, action_id: str, request_id: str) -> tuple[str, dict[str, Any]] | None:
+        """(outcome, final action) once the final result of (action, request) was written."""
+        entity = self._get(f"action:{action_id}", _final_key(request_id))
+        if entity is None or entity.get("state", "published") != "published":
+            return None
+        return str(entity.get("outcome")), dict(json.loads(entity.get("action") or "{}"))
+
+    def record_duplicate(self, action_id: str, request_id: str, subject: Mapping[str, Any]) -> None:
+        """A storm duplicate answered with this action: it gets the action's final result too."""
+        entity = {
+            "PartitionKey": f"action:{action_id}",
+            "RowKey": "dup:" + _hash(request_id, 32),
+            "requestId": request_id,
+            "subject": json.dumps(dict(subject))[:30000],
+        }
+        self._guard("write", lambda: self._table.upsert_entity(entity, mode=UpdateMode.REPLACE))
+
+    def duplicates(self, action_id: str) -> list[dict[str, Any]]:
+        """The subjects of the storm duplicates recorded for an action."""
+        query = f"PartitionKey eq '{_odata(f'action:{action_id}')}' and RowKey ge 'dup:' and RowKey lt 'dup;'"
+        entities = self._guard("read", lambda: list(self._table.query_entities(query)))
+        return [dict(json.loads(e["subject"])) for e in entities]
 
     # --- breaker ------------------------------------------------------------------------------
 
@@ -588,3 +623,7 @@ def _final_key(request_id: str) -> str:
     # Several requests can share one action (AlreadyPending): each gets its own final result.
     # Row keys may not hold '/', '\\', '#', '?': hash the request id.
     return "final:" + hashlib.sha256(request_id.encode()).hexdigest()[:32]
+
+
+def _odata(value: str) -> str:
+    return value.replace("'", "''")

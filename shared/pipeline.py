@@ -257,6 +257,12 @@ class Handler:
             subject.details["duplicateOf"] = claim.request_id
             pending = MachineAction({"id": claim.action_id, "type": "Isolate", "status": "Unknown"})
             self.report(subject, delivery, "AlreadyPending", machine_action=pending)
+            # Its final result comes from the original request's, without an API call: recorded
+            # here, then checked, while the original writes its final, then lists the duplicates.
+            ledger.record_duplicate(claim.action_id, request.request_id, subject.to_record())
+            final = ledger.final_of(claim.action_id, claim.request_id)
+            if final is not None:
+                self.report_duplicate_final(subject.to_record(), delivery, claim.action_id, *final)
             return None
         slot = ledger.try_take_slot(request.request_id, machine["id"], now)
         if slot.held:
@@ -389,7 +395,15 @@ class Handler:
         remaining = (tracking.deadline - now).total_seconds()
         self.send_tracking(tracking.next_check(action.status), min(delay, max(1.0, remaining)))
 
-    def report_final(self, subject: Subject, delivery: Delivery, action: MachineAction, outcome: str) -> None:
+    def report_final(
+        self,
+        subject: Subject,
+        delivery: Delivery,
+        action: MachineAction,
+        outcome: str,
+        *,
+        duplicates: bool = True,
+    ) -> None:
         """The one final result of a request's action, recorded so a redelivery does not repeat it."""
         ledger = self.rt.ledger
         if not ledger.claim_final(action.id, subject.request_id, self.rt.clock()):
@@ -400,7 +414,19 @@ class Handler:
         except Exception:
             ledger.release_final(action.id, subject.request_id)
             raise
-        ledger.mark_final_reported(action.id, subject.request_id, outcome)
+        ledger.mark_final_reported(action.id, subject.request_id, outcome, action.raw)
+        if duplicates and subject.action == "Isolate":
+            for duplicate in ledger.duplicates(action.id):
+                self.report_duplicate_final(duplicate, delivery, action.id, outcome, dict(action.raw))
+
+    def report_duplicate_final(
+        self, record: dict[str, Any], delivery: Delivery, action_id: str, outcome: str, action: dict[str, Any]
+    ) -> None:
+        """The final result of a storm duplicate, from the original request's (exactly once)."""
+        duplicate = Subject.from_record(record)
+        duplicate.sequence = 2
+        final_action = MachineAction({**action, "id": action_id})
+        self.report_final(duplicate, delivery, final_action, outcome, duplicates=False)
 
     def report(
         self,
@@ -474,6 +500,27 @@ class Subject:
         """For a message that could not be parsed: whatever correlation it offers."""
         request_id = canonical.best_effort_request_id(document) or fallback_id
         return cls(action, request_id, Source(system="unknown"), None, {})
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "requestId": self.request_id,
+            "source": self.source_dict(),
+            "machine": self.machine,
+            "details": self.details,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Subject:
+        source = record.get("source") or {}
+        action: Action = "Isolate" if record.get("action") == "Isolate" else "Unisolate"
+        return cls(
+            action,
+            str(record["requestId"]),
+            Source(system=str(source.get("system", "unknown")), id=source.get("id"), url=source.get("url")),
+            record.get("machine"),
+            dict(record.get("details") or {}),
+        )
 
     def source_dict(self) -> dict[str, Any]:
         return {"system": self.source.system, "id": self.source.id, "url": self.source.url}

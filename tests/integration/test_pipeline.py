@@ -160,6 +160,15 @@ def test_storm_duplicate_is_answered_from_the_ledger_without_calling_mde(host: H
     assert second["machineAction"]["id"] == first["machineAction"]["id"]
     assert len(sim.requests("isolate")) == 1
     assert len(sim.actions()) == 1
+    # When the device checks in, both requests get their final result; the duplicate's costs no call.
+    reads_before = len(sim.requests("machineactions"))
+    sim.complete(first["machineAction"]["id"], "Succeeded")
+    (final_1,) = results_for(stack, "dup-1", 1)
+    (final_2,) = results_for(stack, "dup-2", 1)
+    assert [(r["sequence"], r["outcome"]) for r in (final_1, final_2)] == [(2, "Succeeded"), (2, "Succeeded")]
+    assert final_2["machineAction"]["id"] == first["machineAction"]["id"]
+    assert final_2["machineAction"]["status"] == "Succeeded"
+    assert len(sim.requests("machineactions")) - reads_before <= 2  # the original's tracker only
 
 
 def test_isolate_while_an_analyst_isolation_is_pending_reports_that_action(host: Host, sim: Sim) -> None:
