@@ -94,7 +94,7 @@ class Azurite:
         return self._process is not None and self._process.poll() is None
 
     def start(self) -> None:
-        """Start Azurite and return once its queue endpoint accepts connections."""
+        """Start Azurite and return once its queue, table and blob endpoints accept connections."""
         if self.running:
             return
         if not self.binary.exists():
@@ -131,8 +131,11 @@ class Azurite:
                     f"Azurite exited with code {process.returncode}; see {self.location / 'azurite.log'}"
                 )
             try:
-                with socket.create_connection((HOST, self.queue_port), timeout=0.5):
-                    return
+                # Every service, not just the queue: the table service can come up a moment later.
+                for port in (self.queue_port, self.table_port, self.blob_port):
+                    with socket.create_connection((HOST, port), timeout=0.5):
+                        pass
+                return
             except OSError:
                 time.sleep(0.1)
         self.stop()
