@@ -30,9 +30,19 @@ class AzuriteError(RuntimeError):
 
 def free_port() -> int:
     """A TCP port on loopback that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: all held open at once, so the OS cannot hand one out twice."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((HOST, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 class Azurite:
@@ -53,9 +63,10 @@ class Azurite:
         binary: Path = DEFAULT_BINARY,
         startup_timeout: float = 30.0,
     ) -> None:
-        self.blob_port = blob_port or free_port()
-        self.queue_port = queue_port or free_port()
-        self.table_port = table_port or free_port()
+        picked = free_ports(3)
+        self.blob_port = blob_port or picked[0]
+        self.queue_port = queue_port or picked[1]
+        self.table_port = table_port or picked[2]
         self.persistent = persistent
         self.binary = binary
         self.startup_timeout = startup_timeout
