@@ -821,35 +821,32 @@ def _parse_filter(text: str, fields: frozenset[str]) -> list[tuple[str, str, str
     """``field op literal [and ...]`` -> [(field, op, literal)]; a quoted literal is unescaped."""
     terms, pos = [], 0
     while True:
-        prefix = _STARTSWITH.match(text, pos)
-        if prefix is not None and prefix.group(1) in fields and prefix.group(1) not in DATETIME_FIELDS:
-            terms.append((prefix.group(1), "startswith", prefix.group(2)[1:-1].replace("''", "'")))
-            pos = prefix.end()
-            if pos == len(text):
-                return terms
-            joined = _AND.match(text, pos)
-            if joined is None:
-                raise ApiError(400, "InvalidInput", f"Invalid $filter near position {pos}: {text!r}")
-            pos = joined.end()
-            continue
-        term = _TERM.match(text, pos)
-        if term is None or term.group(1) not in fields:
-            raise ApiError(400, "InvalidInput", f"Invalid $filter near position {pos}: {text!r}")
-        field, op, literal = term.groups()
-        if op not in ("eq", "ne") and field not in DATETIME_FIELDS:
-            raise ApiError(400, "InvalidInput", f"Operator {op} is not supported on {field}")
-        if literal.startswith("'"):
-            value: str | None = literal[1:-1].replace("''", "'")
-        else:
-            value = None if literal == "null" else literal
-        terms.append((field, op, value))
-        pos = term.end()
+        term, pos = _parse_term(text, pos, fields)
+        terms.append(term)
         if pos == len(text):
             return terms
         joined = _AND.match(text, pos)
         if joined is None:
             raise ApiError(400, "InvalidInput", f"Invalid $filter near position {pos}: {text!r}")
         pos = joined.end()
+
+
+def _parse_term(text: str, pos: int, fields: frozenset[str]) -> tuple[tuple[str, str, str | None], int]:
+    """One ``startswith(field,'text')`` or ``field op literal`` term at ``pos``, and where it ends."""
+    prefix = _STARTSWITH.match(text, pos)
+    if prefix is not None and prefix.group(1) in fields and prefix.group(1) not in DATETIME_FIELDS:
+        return (prefix.group(1), "startswith", prefix.group(2)[1:-1].replace("''", "'")), prefix.end()
+    term = _TERM.match(text, pos)
+    if term is None or term.group(1) not in fields:
+        raise ApiError(400, "InvalidInput", f"Invalid $filter near position {pos}: {text!r}")
+    field, op, literal = term.groups()
+    if op not in ("eq", "ne") and field not in DATETIME_FIELDS:
+        raise ApiError(400, "InvalidInput", f"Operator {op} is not supported on {field}")
+    if literal.startswith("'"):
+        value: str | None = literal[1:-1].replace("''", "'")
+    else:
+        value = None if literal == "null" else literal
+    return (field, op, value), term.end()
 
 
 def _holds(value: Any, op: str, literal: str | None, is_datetime: bool) -> bool:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import requests
 
 from devstack.stack import LocalStack
-from shared.tracking import first_tracking
+from shared.tracking import Tracking, first_tracking
 from tests.integration.conftest import ONLINE_PC, Sim, no_more_results, results_for
 
 Host = Callable[..., LocalStack]
@@ -57,14 +58,10 @@ def test_follow_ups_back_off_on_429_and_never_run_faster_than_the_schedule(host:
     assert min(gaps) >= 1.9, gaps  # after the 429: >= Retry-After; else the schedule step (2 s)
 
 
-def test_a_redelivered_tracking_message_does_not_write_a_second_final_result(host: Host, sim: Sim) -> None:
-    stack = host()
-    stack.send("isolation-requests", {"machineId": ONLINE_PC, "requestId": "redeliver-1"})
-    submitted, final = results_for(stack, "redeliver-1", 2)
-    assert final["outcome"] == "Succeeded"
-    # The same tracking message again, twice (as a redelivery after a crash would bring it).
-    tracking = first_tracking(
-        request_id="redeliver-1",
+def tracking_of(submitted: dict[str, Any]) -> Tracking:
+    """The tracking message the function sends after this Submitted result (to send it again)."""
+    return first_tracking(
+        request_id=submitted["requestId"],
         action="Isolate",
         action_id=submitted["machineAction"]["id"],
         status="Pending",
@@ -74,6 +71,15 @@ def test_a_redelivered_tracking_message_does_not_write_a_second_final_result(hos
         now=datetime.now(UTC),
         deadline=timedelta(hours=1),
     )
+
+
+def test_a_redelivered_tracking_message_does_not_write_a_second_final_result(host: Host, sim: Sim) -> None:
+    stack = host()
+    stack.send("isolation-requests", {"machineId": ONLINE_PC, "requestId": "redeliver-1"})
+    submitted, final = results_for(stack, "redeliver-1", 2)
+    assert final["outcome"] == "Succeeded"
+    # The same tracking message again, twice (as a redelivery after a crash would bring it).
+    tracking = tracking_of(submitted)
     stack.send("isolation-requests", tracking.to_message())
     stack.send("isolation-requests", tracking.to_message())
     assert no_more_results(stack, 3) == []
@@ -86,17 +92,7 @@ def test_duplicate_tracking_messages_for_a_pending_action_give_one_final_result(
     stack = host()
     stack.send("isolation-requests", {"machineId": ONLINE_PC, "requestId": "twice-1"})
     (submitted,) = results_for(stack, "twice-1", 1)
-    tracking = first_tracking(
-        request_id="twice-1",
-        action="Isolate",
-        action_id=submitted["machineAction"]["id"],
-        status="Pending",
-        machine=submitted["machine"],
-        source=submitted["source"],
-        details={},
-        now=datetime.now(UTC),
-        deadline=timedelta(hours=1),
-    )
+    tracking = tracking_of(submitted)
     stack.send("isolation-requests", tracking.to_message())
     finals = results_for(stack, "twice-1", 1, timeout=20)
     assert finals[0]["outcome"] == "Succeeded"
