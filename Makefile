@@ -23,10 +23,10 @@ devstack/node_modules/.installed: devstack/package.json devstack/package-lock.js
 	npm ci --prefix devstack --no-audit --no-fund --loglevel=error
 	touch $@
 
-demo: setup ## run the local stack, push a sample alert and release ticket, print the outcomes
+demo: $(VENV)/.installed devstack/node_modules/.installed ## run the local stack, push a sample alert and release ticket, print the outcomes
 	$(PY) -m devstack demo
 
-stack: setup ## run the local stack until Ctrl-C (queues, simulator, identity endpoint, host)
+stack: $(VENV)/.installed devstack/node_modules/.installed ## run the local stack until Ctrl-C (queues, simulator, identity endpoint, host)
 	$(PY) -m devstack up
 
 lint: setup
