@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Protocol
 
 from azure.core.credentials import TokenCredential
@@ -33,10 +34,14 @@ class CredentialTokenProvider:
     def __init__(self, credential: TokenCredential, scope: str) -> None:
         self._credential = credential
         self._scope = scope
+        # One request at a time: on a cold process a burst of first messages would otherwise each
+        # ask the endpoint (msal does not single-flight); after the first, the cache answers.
+        self._lock = threading.Lock()
 
     def get_token(self) -> str:
         try:
-            return self._credential.get_token(self._scope).token
+            with self._lock:
+                return self._credential.get_token(self._scope).token
         except AzureError as e:
             # The endpoint may be briefly unavailable (instance start, throttling): retry later.
             logger.warning("token request failed scope=%s error=%s", self._scope, type(e).__name__)
