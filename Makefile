@@ -29,6 +29,9 @@ demo: $(VENV)/.installed devstack/node_modules/.installed ## run the local stack
 stack: $(VENV)/.installed devstack/node_modules/.installed ## run the local stack until Ctrl-C (queues, simulator, identity endpoint, host)
 	$(PY) -m devstack up
 
+bench: $(VENV)/.installed devstack/node_modules/.installed ## the storm benchmark (prints one table)
+	$(PY) -m bench.storm
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy

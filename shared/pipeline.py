@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,9 +67,18 @@ class Runtime:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
-@functools.cache
+_RUNTIME_LOCK = threading.Lock()
+
+
 def runtime() -> Runtime:
-    """Settings, credential, MDE client, queues and ledger for this process."""
+    """Settings, credential, MDE client, queues and ledger for this process (built once, even
+    when the first messages arrive together on several worker threads)."""
+    with _RUNTIME_LOCK:
+        return _build_runtime()
+
+
+@functools.cache
+def _build_runtime() -> Runtime:
     settings = get_settings()
     credential = managed_identity_credential(settings.azure_client_id)
     tokens = CredentialTokenProvider(credential, settings.mde_token_scope)
@@ -231,47 +242,72 @@ class Handler:
     def gate_isolation(
         self, request: ContainmentRequest, machine: dict[str, Any], subject: Subject, delivery: Delivery
     ) -> tuple[ContainmentRequest, dict[str, Any]] | None:
-        """Policy, then storm de-duplication, then the breaker (in that order). None when the
-        request was answered here (Skipped, AlreadyPending from the ledger, HeldForApproval)."""
-        policy = self.rt.settings.isolation_policy
-        if needs_machine_lookup(policy) and "onboardingStatus" not in machine:
-            machine = {**self.rt.mde.get_machine(machine["id"]), "id": machine["id"]}
-            if subject.machine is not None and not subject.machine.get("computerDnsName"):
-                subject.machine["computerDnsName"] = machine.get("computerDnsName")
-        decision = decide_isolation(request, machine, policy)
-        subject.details.update(decision.to_details())
-        if decision.kind != "Isolate" or decision.isolation_type is None:
-            logger.info("isolation skipped request_id=%s rule=%s", request.request_id, decision.rule)
-            self.report(subject, delivery, "Skipped")
-            return None
-        request = dataclasses.replace(request, isolation_type=decision.isolation_type)
-        if self.rt.settings.dry_run:
-            return request, machine  # the ledger's claims and slots are for real isolations only
-        ledger, now = self.rt.ledger, self.rt.clock()
-        claim = ledger.claim_device(machine["id"], request.request_id, now, policy.dedupe_window)
-        if not claim.won:
-            if claim.action_id is None:
-                raise TransientError("DeviceClaimPending", f"request {claim.request_id} is isolating it now")
-            # A storm duplicate: answered from the ledger without calling MDE. The action's final
-            # status comes on the stream of the request named in duplicateOf.
-            subject.details["duplicateOf"] = claim.request_id
-            pending = MachineAction({"id": claim.action_id, "type": "Isolate", "status": "Unknown"})
-            self.report(subject, delivery, "AlreadyPending", machine_action=pending)
-            # Its final result comes from the original request's, without an API call: recorded
-            # here, then checked, while the original writes its final, then lists the duplicates.
-            ledger.record_duplicate(claim.action_id, request.request_id, subject.to_record())
-            final = ledger.final_of(claim.action_id, claim.request_id)
-            if final is not None:
-                self.report_duplicate_final(subject.to_record(), delivery, claim.action_id, *final)
-            return None
-        slot = ledger.try_take_slot(request.request_id, machine["id"], now)
-        if slot.held:
-            ledger.abandon_claim(machine["id"], request.request_id)
-            subject.details.update(slot.to_details())
-            logger.warning("breaker open: isolation held request_id=%s", request.request_id)
-            self.report(subject, delivery, "HeldForApproval")
-            return None
+        """Storm de-duplication, policy, then the breaker. None when the request was answered
+        here (AlreadyPending from the ledger, Skipped, HeldForApproval).
+
+        The device claim comes first so that a storm's duplicates cost no MDE call at all (not even
+        the machine look-up the policy may need); a device only holds a claim while it is being or
+        has been isolated, so a duplicate is answered with a real isolation. Among the requests
+        that decide, protected beats severity beats the breaker."""
+        policy, ledger, now = self.rt.settings.isolation_policy, self.rt.ledger, self.rt.clock()
+        claimed = not self.rt.settings.dry_run  # claims and slots are for real isolations only
+        if claimed:
+            claim = ledger.claim_device(machine["id"], request.request_id, now, policy.dedupe_window)
+            if not claim.won:
+                self.answer_duplicate(request, subject, delivery, claim.request_id, claim.action_id)
+                return None
+        try:
+            if needs_machine_lookup(policy) and "onboardingStatus" not in machine:
+                machine = {**self.rt.mde.get_machine(machine["id"]), "id": machine["id"]}
+                if subject.machine is not None and not subject.machine.get("computerDnsName"):
+                    subject.machine["computerDnsName"] = machine.get("computerDnsName")
+            decision = decide_isolation(request, machine, policy)
+            subject.details.update(decision.to_details())
+            if decision.kind != "Isolate" or decision.isolation_type is None:
+                logger.info("isolation skipped request_id=%s rule=%s", request.request_id, decision.rule)
+                self.report(subject, delivery, "Skipped")
+                self.release_claim(machine, request, claimed)
+                return None
+            request = dataclasses.replace(request, isolation_type=decision.isolation_type)
+            if claimed:
+                slot = ledger.try_take_slot(request.request_id, machine["id"], now)
+                if slot.held:
+                    subject.details.update(slot.to_details())
+                    logger.warning("breaker open: isolation held request_id=%s", request.request_id)
+                    self.report(subject, delivery, "HeldForApproval")
+                    self.release_claim(machine, request, claimed)
+                    return None
+        except Exception:
+            self.release_claim(machine, request, claimed)
+            raise
         return request, machine
+
+    def release_claim(self, machine: dict[str, Any], request: ContainmentRequest, claimed: bool) -> None:
+        """Not isolating after all: the device must not answer later alerts as a duplicate."""
+        if claimed:
+            self.rt.ledger.abandon_claim(machine["id"], request.request_id)
+
+    def answer_duplicate(
+        self,
+        request: ContainmentRequest,
+        subject: Subject,
+        delivery: Delivery,
+        holder: str,
+        action_id: str | None,
+    ) -> None:
+        """A storm duplicate: answered from the ledger without calling MDE. Its final result comes
+        from the holder's: recorded here, then checked, while the holder writes its final, then
+        lists the duplicates (so one of the two always sees the other)."""
+        if action_id is None:
+            raise TransientError("DeviceClaimPending", f"request {holder} is isolating it now")
+        ledger = self.rt.ledger
+        subject.details["duplicateOf"] = holder
+        pending = MachineAction({"id": action_id, "type": "Isolate", "status": "Unknown"})
+        self.report(subject, delivery, "AlreadyPending", machine_action=pending)
+        ledger.record_duplicate(action_id, request.request_id, subject.to_record())
+        final = ledger.final_of(action_id, holder)
+        if final is not None:
+            self.report_duplicate_final(subject.to_record(), delivery, action_id, *final)
 
     def authorise_release(self, request: ContainmentRequest, machine: dict[str, Any]) -> None:
         """Approved ticket, allowed requester, and (if the policy says so) our own isolation."""
@@ -337,7 +373,10 @@ class Handler:
             message = f"still throttled after {request.attempt} attempts: {error.message}"
             self.report(subject, delivery, "Failed", error=TransientError(error.code, message))
             return
-        delay = getattr(error, "retry_after", None) or 60.0
+        retry_after = getattr(error, "retry_after", None) or 60.0
+        # Never earlier than Retry-After; spread a little later so a throttled burst does not wake
+        # all at once for the one slot that frees.
+        delay = retry_after + random.uniform(0, retry_after / 4)  # noqa: S311 - jitter, not crypto
         resolved = subject.machine.get("id") if subject.machine else None
         changes: dict[str, Any] = {"attempt": request.attempt + 1}
         if resolved:  # do not spend another lookup on the same device

@@ -1,0 +1,1 @@
+"""Benchmarks of mde-containment on the local stack (``python -m bench.storm``)."""
