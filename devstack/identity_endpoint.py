@@ -36,10 +36,11 @@ import secrets
 import threading
 import uuid
 from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .serving import BackgroundServer
 from .tokens import mint_token
 
 logger = logging.getLogger(__name__)
@@ -76,25 +77,17 @@ class IdentityEndpoint:
         self.token_requests = 0
         self._failures: list[int] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server = BackgroundServer(_Handler, self, "identity-endpoint")
         self.url = ""
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on a background thread; returns the full token URL."""
-        self._server = ThreadingHTTPServer((host, port), _Handler)
-        self._server.app = self  # type: ignore[attr-defined]
-        threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="identity-endpoint", daemon=True
-        ).start()
-        self.url = f"http://{host}:{self._server.server_address[1]}{TOKEN_PATH}"
+        self.url = self._server.start(host, port) + f"{TOKEN_PATH}"
         logger.info("identity endpoint listening url=%s", self.url)
         return self.url
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._server.stop()
 
     def reset(self) -> None:
         with self._lock:

@@ -94,12 +94,13 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import jwt
 
+from .serving import BackgroundServer
 from .tokens import TokenError, verify_token
 
 logger = logging.getLogger(__name__)
@@ -358,27 +359,19 @@ class MdeSimulator:
         self._seed = [dict(m) for m in machines] if machines is not None else None
         self._clock = clock
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server = BackgroundServer(_Handler, self, "mde-simulator")
         self.url = ""
         self.reset()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._server = ThreadingHTTPServer((host, port), _Handler)
-        self._server.app = self  # type: ignore[attr-defined]
-        threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="mde-simulator", daemon=True
-        ).start()
-        self.url = f"http://{host}:{self._server.server_address[1]}"
+        self.url = self._server.start(host, port) + ""
         logger.info("MDE simulator listening url=%s", self.url)
         return self.url
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._server.stop()
 
     def reset(self) -> None:
         with self._lock:
