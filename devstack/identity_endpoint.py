@@ -36,11 +36,10 @@ import secrets
 import threading
 import uuid
 from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .serving import BackgroundServer
+from .serving import BackgroundServer, JsonHandler
 from .tokens import mint_token
 
 logger = logging.getLogger(__name__)
@@ -172,21 +171,14 @@ def _error(status: int, message: str) -> tuple[int, dict[str, Any]]:
     return status, {"statusCode": status, "message": message, "correlationId": str(uuid.uuid4())}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server_version = "devstack-identity/1.0"
 
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def _dispatch(self, method: str) -> None:
+    def dispatch(self, method: str) -> None:
         app: IdentityEndpoint = self.server.app  # type: ignore[attr-defined]
         url = urlsplit(self.path)
         if url.path.startswith("/_control/"):
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
+            raw = self.read_body()
             try:
                 body = json.loads(raw) if raw else {}
             except ValueError:
@@ -197,16 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = app.issue(query, self.headers.get("X-IDENTITY-HEADER"))
         else:
             status, payload = _error(404, "Not found.")
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # The request line carries no secret (the header secret travels in a header).
-        logger.debug("%s " + format, self.address_string(), *args)
+        self.send_json(status, payload)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -94,13 +94,12 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import jwt
 
-from .serving import BackgroundServer
+from .serving import BackgroundServer, JsonHandler
 from .tokens import TokenError, verify_token
 
 logger = logging.getLogger(__name__)
@@ -892,32 +891,13 @@ def _collection(entity_set: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"@odata.context": f"{METADATA}#{entity_set}", "value": rows}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server_version = "devstack-mde/1.0"
 
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def _dispatch(self, method: str) -> None:
+    def dispatch(self, method: str) -> None:
         app: MdeSimulator = self.server.app  # type: ignore[attr-defined]
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        status, headers, payload = app.handle(method, self.path, dict(self.headers.items()), body)
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # The request line holds the path and query only; the Authorization header is never logged.
-        logger.debug("%s " + format, self.address_string(), *args)
+        status, headers, payload = app.handle(method, self.path, dict(self.headers.items()), self.read_body())
+        self.send_json(status, payload, headers)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
