@@ -21,6 +21,14 @@ from azure.data.tables import TableClient
 from devstack.stack import LEDGER_TABLE, QUEUES, LocalStack
 from devstack.tokens import mint_token
 from shared.canonical import schema_errors
+from shared.identity import CredentialTokenProvider, managed_identity_credential
+from shared.ledger import TableLedger
+from shared.mde import MdeClient
+from shared.pipeline import Runtime
+from shared.queues import StorageQueueSender
+from shared.resolve import DeviceResolver
+from shared.results import QueueResultPublisher
+from shared.settings import load_settings
 
 # Fast clocks: one simulated minute per real second for MDE timing and rate windows; the host
 # retries a failed message after 1 s and polls at least every 200 ms.
@@ -164,3 +172,33 @@ def analyst_isolates(sim: Sim, machine_id: str) -> dict[str, Any]:
     )
     assert response.status_code == 201, response.text
     return dict(response.json())
+
+
+@pytest.fixture(scope="module")
+def monkeymodule() -> Iterator[pytest.MonkeyPatch]:
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def runtime(stack: LocalStack, monkeymodule: pytest.MonkeyPatch) -> Runtime:
+    """The pipeline's adapters built in the test process, on the real stack (for in-process tests
+    that call a ``Handler`` directly)."""
+    env = {**stack.app_settings(), "ISOLATION_POLICY": json.dumps({"minimumSeverity": "Informational"})}
+    for key in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER"):
+        monkeymodule.setenv(key, env[key])
+    config = load_settings(env)
+    credential = managed_identity_credential(config.azure_client_id)
+    mde = MdeClient(
+        config.mde_api_base_url, CredentialTokenProvider(credential, config.mde_token_scope), retries=0
+    )
+    sender = StorageQueueSender(config.storage, None)
+    ledger = TableLedger.from_settings(config.storage, config.ledger_table, None)
+    return Runtime(
+        config,
+        mde,
+        sender,
+        QueueResultPublisher(sender, config.results_queue),
+        ledger,
+        DeviceResolver(mde, 0),
+    )

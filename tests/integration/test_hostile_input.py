@@ -8,7 +8,6 @@ import base64
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devstack.stack import LocalStack
-from shared.identity import CredentialTokenProvider, managed_identity_credential
-from shared.ledger import TableLedger
-from shared.mde import MdeClient
 from shared.pipeline import Handler, Runtime, events
-from shared.queues import StorageQueueSender
-from shared.resolve import DeviceResolver
-from shared.results import QueueResultPublisher
-from shared.settings import load_settings
 from tests.integration.conftest import Sim
 from tests.integration.test_sources import corpus, fleet
 
@@ -76,40 +68,13 @@ json_values = st.recursive(
 )
 
 
-@pytest.fixture(scope="module")
-def runtime(stack: LocalStack, monkeymodule: pytest.MonkeyPatch) -> Runtime:
-    env = {**stack.app_settings(), "ISOLATION_POLICY": json.dumps({"minimumSeverity": "Informational"})}
-    for key in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER"):
-        monkeymodule.setenv(key, env[key])
-    config = load_settings(env)
-    credential = managed_identity_credential(config.azure_client_id)
-    mde = MdeClient(
-        config.mde_api_base_url, CredentialTokenProvider(credential, config.mde_token_scope), retries=0
-    )
-    sender = StorageQueueSender(config.storage, None)
-    ledger = TableLedger.from_settings(config.storage, config.ledger_table, None)
-    return Runtime(
-        config,
-        mde,
-        sender,
-        QueueResultPublisher(sender, config.results_queue),
-        ledger,
-        DeviceResolver(mde, 0),
-    )
-
-
 @pytest.fixture
-def fixture_fleet(sim: Sim) -> Sim:
-    """The devices the fixture payloads name exist in MDE, so mutated payloads can get through."""
+def fixture_fleet(sim: Sim, clean: LocalStack) -> Sim:
+    """The devices the fixture payloads name exist in MDE, so mutated payloads can get through; the
+    ledger starts empty (an earlier test's claim would make them storm duplicates, never posted)."""
     machines = fleet([r for _, _, expected in corpus("events") for r in expected.get("requests", [])])
     sim.machines(list(machines.values()))
     return sim
-
-
-@pytest.fixture(scope="module")
-def monkeymodule() -> Iterator[pytest.MonkeyPatch]:
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
 
 
 def deliver(rt: Runtime, handler: Handler, body: bytes) -> None:
