@@ -10,7 +10,9 @@ import ipaddress
 import logging
 import random
 import re
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -133,6 +135,62 @@ def _retry_after(response: requests.Response) -> float | None:
         return None
 
 
+ApiGroup = Literal["isolate", "unisolate", "cancel", "machineactions", "machines", "findbyip"]
+CALLS_PER_MINUTE = 100  # MDE's limit per API, for every app of a tenant (mde-api.md)
+CALLS_PER_HOUR = 1500
+OPTIONAL_SHARE = 0.5  # best-effort reads leave the other half of a group's budget to what must run
+
+
+class CallBudget:
+    """What this process has spent of MDE's per-API limits, and what MDE told it to wait for.
+
+    Two uses: a best-effort read (the device state on a result) is only made while the group has
+    spare budget, so containment's own calls on a shared group (a release's state read and an
+    isolation's policy look-up both count against ``machines``) are never the ones that meet a 429;
+    and after a 429 a call to that group is not made again before its ``Retry-After`` has passed
+    (it would only earn another 429). Per process: other instances are not seen, so this avoids
+    429s rather than rules them out; the pipeline still handles every 429 MDE returns.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._calls: dict[str, deque[float]] = {}
+        self._blocked_until: dict[str, float] = {}
+
+    def spend(self, group: ApiGroup) -> None:
+        now = self._clock()
+        with self._lock:
+            calls = self._calls.setdefault(group, deque())
+            calls.append(now)
+            while calls and calls[0] <= now - 3600:
+                calls.popleft()
+
+    def throttled(self, group: ApiGroup, retry_after: float | None) -> None:
+        """MDE answered 429: nothing to this group before ``Retry-After`` (60 s if it gave none)."""
+        until = self._clock() + (60.0 if retry_after is None else retry_after)
+        with self._lock:
+            self._blocked_until[group] = max(until, self._blocked_until.get(group, 0.0))
+
+    def wait_s(self, group: ApiGroup) -> float:
+        """Seconds until MDE accepts calls to this group again, as far as this process knows."""
+        with self._lock:
+            return max(0.0, self._blocked_until.get(group, 0.0) - self._clock())
+
+    def spent(self, group: ApiGroup, window_s: float) -> int:
+        now = self._clock()
+        with self._lock:
+            return sum(1 for t in self._calls.get(group, ()) if t > now - window_s)
+
+    def has_spare(self, group: ApiGroup) -> bool:
+        """True when an optional call fits: not throttled, and under half of both windows."""
+        return (
+            self.wait_s(group) == 0.0
+            and self.spent(group, 60) < CALLS_PER_MINUTE * OPTIONAL_SHARE
+            and self.spent(group, 3600) < CALLS_PER_HOUR * OPTIONAL_SHARE
+        )
+
+
 class MdeClient:
     """Calls the MDE API with app-only tokens. Create once per process and reuse."""
 
@@ -145,6 +203,7 @@ class MdeClient:
         retries: int = 2,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        budget: CallBudget | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._tokens = token_provider
@@ -152,21 +211,33 @@ class MdeClient:
         self._retries = retries
         self._session = session or requests.Session()
         self._sleep = sleep
+        self.budget = budget or CallBudget()
 
-    def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+    def _call(self, group: ApiGroup, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
         """One API call. 5xx and network errors are retried a few times with jittered backoff;
-        429 is not (the pipeline re-enqueues the request for exactly ``Retry-After``)."""
+        429 is not (the pipeline re-enqueues the request for ``Retry-After``)."""
         for attempt in range(self._retries + 1):
             try:
-                return self._call_once(method, path, body)
+                return self._call_once(group, method, path, body)
             except MdeTransientError as e:
                 if e.status == 429 or attempt == self._retries:
                     raise
                 self._sleep(random.uniform(0.5, 1.5) * 2**attempt)  # noqa: S311 - jitter, not crypto
         raise AssertionError("unreachable")
 
-    def _call_once(self, method: str, path: str, body: Mapping[str, Any] | None) -> Any:
+    def _call_once(self, group: ApiGroup, method: str, path: str, body: Mapping[str, Any] | None) -> Any:
         url = f"{self._base_url}{path}"
+        wait = self.budget.wait_s(group)
+        if wait > 0:  # MDE said when: calling earlier only earns another 429
+            raise MdeTransientError(
+                "TooManyRequests",
+                f"MDE throttled the {group} API; {wait:.1f} s of its Retry-After left",
+                retry_after=wait,
+                method=method,
+                url=url,
+                status=429,
+            )
+        self.budget.spend(group)
         headers = {"Authorization": f"Bearer {self._tokens.get_token()}", "Accept": "application/json"}
         try:
             response = self._session.request(
@@ -178,6 +249,8 @@ class MdeClient:
             raise MdeTransientError("ConnectionError", str(e), method=method, url=url) from e
         if response.status_code >= 300:
             error = _error_from_response(method, url, response)
+            if response.status_code == 429:
+                self.budget.throttled(group, getattr(error, "retry_after", None))
             logger.warning("MDE call failed %s", error)
             raise error
         try:
@@ -191,8 +264,10 @@ class MdeClient:
                 status=response.status_code,
             ) from e
 
-    def _action(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> MachineAction:
-        data = self._call(method, path, body)
+    def _action(
+        self, group: ApiGroup, method: str, path: str, body: Mapping[str, Any] | None = None
+    ) -> MachineAction:
+        data = self._call(group, method, path, body)
         if not isinstance(data, dict) or not data.get("id"):
             raise MdeTransientError(
                 "InvalidResponse", "MDE returned no machine action", method=method, url=path
@@ -204,21 +279,21 @@ class MdeClient:
         if isolation_type not in ISOLATION_TYPES:
             raise InvalidRequest("InvalidIsolationType", f"unknown isolation type {isolation_type!r}")
         path = f"/api/machines/{validate_machine_id(machine_id)}/isolate"
-        return self._action("POST", path, {"Comment": comment, "IsolationType": isolation_type})
+        return self._action("isolate", "POST", path, {"Comment": comment, "IsolationType": isolation_type})
 
     def unisolate(self, machine_id: str, comment: str) -> MachineAction:
         """``POST /api/machines/{id}/unisolate``."""
         path = f"/api/machines/{validate_machine_id(machine_id)}/unisolate"
-        return self._action("POST", path, {"Comment": comment})
+        return self._action("unisolate", "POST", path, {"Comment": comment})
 
     def get_action(self, action_id: str) -> MachineAction:
         """``GET /api/machineactions/{id}``."""
-        return self._action("GET", f"/api/machineactions/{validate_action_id(action_id)}")
+        return self._action("machineactions", "GET", f"/api/machineactions/{validate_action_id(action_id)}")
 
     def cancel_action(self, action_id: str, comment: str) -> MachineAction:
         """``POST /api/machineactions/{id}/cancel``."""
         path = f"/api/machineactions/{validate_action_id(action_id)}/cancel"
-        return self._action("POST", path, {"Comment": comment})
+        return self._action("cancel", "POST", path, {"Comment": comment})
 
     def list_actions(self, machine_id: str, action_type: str) -> list[MachineAction]:
         """Actions of one type on one machine, newest first (sorted here: the API has no $orderby)."""
@@ -228,13 +303,15 @@ class MdeClient:
             f"machineId eq {odata_string(validate_machine_id(machine_id))} "
             f"and type eq {odata_string(action_type)}"
         )
-        data = self._call("GET", f"/api/machineactions?$filter={quote(odata_filter, safe='')}")
+        data = self._call(
+            "machineactions", "GET", f"/api/machineactions?$filter={quote(odata_filter, safe='')}"
+        )
         actions = [MachineAction(a) for a in _values(data)]
         return sorted(actions, key=lambda a: a.created, reverse=True)
 
     def get_machine(self, machine_id: str) -> dict[str, Any]:
         """``GET /api/machines/{id}``."""
-        data = self._call("GET", f"/api/machines/{validate_machine_id(machine_id)}")
+        data = self._call("machines", "GET", f"/api/machines/{validate_machine_id(machine_id)}")
         if not isinstance(data, dict):
             raise MdeTransientError("InvalidResponse", "machine is not an object", method="GET", url="")
         return data
@@ -242,19 +319,20 @@ class MdeClient:
     def find_machines_by_dns_name(self, dns_name: str) -> list[dict[str, Any]]:
         """``GET /api/machines?$filter=computerDnsName eq '...'`` (exact, OData-escaped)."""
         odata_filter = f"computerDnsName eq {odata_string(dns_name)}"
-        return _values(self._call("GET", f"/api/machines?$filter={quote(odata_filter, safe='')}"))
+        return _values(self._call("machines", "GET", f"/api/machines?$filter={quote(odata_filter, safe='')}"))
 
     def find_machines_by_dns_prefix(self, prefix: str) -> list[dict[str, Any]]:
         """``GET /api/machines?$filter=startswith(computerDnsName,'...')``: for a bare host name,
         whose records carry the FQDN. Callers keep exact first-label matches only."""
         odata_filter = f"startswith(computerDnsName,{odata_string(prefix)})"
-        return _values(self._call("GET", f"/api/machines?$filter={quote(odata_filter, safe='')}"))
+        return _values(self._call("machines", "GET", f"/api/machines?$filter={quote(odata_filter, safe='')}"))
 
     def find_machines_by_ip(self, ip_address: str, timestamp: datetime) -> list[dict[str, Any]]:
         """``GET /api/machines/findbyip(ip='..',timestamp=..)``: devices seen with that IP +-15 min."""
         ip = str(ipaddress.ip_address(ip_address))
         when = timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return _values(self._call("GET", f"/api/machines/findbyip(ip='{ip}',timestamp={when})"))
+        path = f"/api/machines/findbyip(ip='{ip}',timestamp={when})"
+        return _values(self._call("findbyip", "GET", path))
 
 
 def _values(data: Any) -> list[dict[str, Any]]:

@@ -354,8 +354,13 @@ class Handler:
 
     def device_state(self, machine: dict[str, Any]) -> dict[str, Any]:
         """``deviceOnline`` and ``lastSeen``: an offline device's action stays Pending until it
-        checks in, and the SOC needs to know now. Unknown (None) if the lookup fails."""
+        checks in, and the SOC needs to know now. Unknown (None) if the lookup fails, or is not
+        made: the read is best effort, so it only spends spare ``machines`` budget and never takes
+        a slot an isolation's look-up needs (containment first, during a storm)."""
         if "healthStatus" not in machine:
+            if not self.rt.mde.budget.has_spare("machines"):
+                logger.info("device state not read (machines budget kept for containment)")
+                return {"deviceOnline": None, "lastSeen": None, "name": None}
             try:
                 machine = self.rt.mde.get_machine(machine["id"])
             except ContainmentError as e:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -11,6 +12,8 @@ from datetime import datetime
 import requests
 
 from devstack.stack import CLIENT_ID, LocalStack
+from shared.mde import CALLS_PER_MINUTE, MdeClient
+from shared.pipeline import Handler, Runtime
 from tests.integration.conftest import (
     ENG_PC,
     OFFLINE_PC,
@@ -259,6 +262,39 @@ def test_429_reenqueues_for_exactly_retry_after_and_then_submits(host: Host, sim
     assert 2.0 <= gap < 5.0, gap
     assert submitted["outcome"] == "Submitted"
     assert submitted["delivery"]["dequeueCount"] == 1  # a fresh message, not a host redelivery
+
+
+def test_after_a_429_nothing_goes_to_that_api_before_retry_after(host: Host, sim: Sim) -> None:
+    sim.fault(api="machines", status=429, count=1, retryAfter=3)
+    stack = host()
+    stack.send("release-requests", release("ra-rel"))
+    (released,) = results_for(stack, "ra-rel", 1)
+    assert released["outcome"] == "Submitted"
+    assert released["deviceOnline"] is None  # its best-effort state read met the 429
+    # The isolation's policy look-up (machines API) waits out the Retry-After in the queue, instead
+    # of earning another 429 (the simulator would have allowed it: its fault was used up).
+    stack.send("isolation-requests", isolation("ra-iso"))
+    submitted, _ = results_for(stack, "ra-iso", 2)
+    assert submitted["outcome"] == "Submitted"
+    reads = sim.requests("machines")
+    assert [r["status"] for r in reads] == [429, 200]
+    gap = (
+        datetime.fromisoformat(reads[1]["time"]) - datetime.fromisoformat(reads[0]["time"])
+    ).total_seconds()
+    assert gap >= 3.0, gap
+
+
+def test_the_device_state_read_only_spends_spare_budget(runtime: Runtime, sim: Sim) -> None:
+    mde = MdeClient(runtime.settings.mde_api_base_url, runtime.mde._tokens, retries=0)
+    handler = Handler(dataclasses.replace(runtime, mde=mde), "Unisolate", "release-requests", lambda d, f: [])
+    for _ in range(CALLS_PER_MINUTE // 2 - 1):  # e.g. the storm's isolation look-ups
+        mde.budget.spend("machines")
+    state = handler.device_state({"id": ONLINE_PC})
+    assert state["deviceOnline"] is True
+    assert len(sim.requests("machines")) == 1
+    # That read spent the last spare call: now the rest of the minute is kept for containment.
+    assert handler.device_state({"id": ONLINE_PC}) == {"deviceOnline": None, "lastSeen": None, "name": None}
+    assert len(sim.requests("machines")) == 1
 
 
 def test_offline_device_is_reported_and_tracking_expires_at_the_deadline(host: Host, sim: Sim) -> None:
