@@ -28,6 +28,7 @@ with the simulator's clock sped up (``tail_time_scale``), only to check that non
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import hashlib
 import json
@@ -783,6 +784,22 @@ class Bench:
         _identity_reset(self.stack.identity_url)
         return queues, table
 
+    def _drop(self, queues: dict[str, str], table: str) -> None:
+        """Delete a finished phase's queues and table: Azurite keeps its whole database in memory
+        and writes it out every few seconds, so a phase run after another one's 2,000 results and
+        ledger rows would be slower for that alone."""
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.data.tables import TableServiceClient
+        from azure.storage.queue import QueueServiceClient
+
+        connection = self.stack.azurite.connection_string
+        service = QueueServiceClient.from_connection_string(connection)
+        for name in queues.values():
+            for queue in (name, f"{name}-poison"):
+                with contextlib.suppress(ResourceNotFoundError):  # a poison queue that never appeared
+                    service.delete_queue(queue)
+        TableServiceClient.from_connection_string(connection).delete_table(table)
+
     def _wait_host_ready(self, log: Path, offset: int, queues: Iterable[str], timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         wanted = [f"listening on queue {q} " for q in queues]
@@ -866,6 +883,7 @@ class Bench:
             (self.keep_logs / f"{label}-funchost.log").write_text(host_log)
             (self.keep_logs / f"{label}-mde-requests.json").write_text(json.dumps(recorded))
         poison = sum(_queue_length(self.stack, f"{q}-poison") for q in (queues["alert"], queues["release"]))
+        self._drop(queues, table)
         return analyse(
             label=label,
             cfg=cfg,
