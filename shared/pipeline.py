@@ -7,7 +7,8 @@ arrival (decode) -> parse (validate; one request per device) -> resolve (which m
 Every message ends in exactly one of:
 * a result message, then the message is completed (success or a permanent error);
 * a re-enqueued message, then the message is completed: one request per device for an event that
-  names several, the same request after ``Retry-After`` on a 429, the next tracking check;
+  names several, the same request after ``Retry-After`` on a 429 (or a few seconds later, for a
+  storm duplicate whose device is being posted right now), the next tracking check;
 * an exception, so the host redelivers it (a transient error). On the last allowed delivery a
   ``Failed`` result with ``error.retryable = true`` is written first, so the requester always hears
   back even though the message then goes to the poison queue.
@@ -298,8 +299,18 @@ class Handler:
         """A storm duplicate: answered from the ledger without calling MDE. Its final result comes
         from the holder's: recorded here, then checked, while the holder writes its final, then
         lists the duplicates (so one of the two always sees the other)."""
-        if action_id is None:
-            raise TransientError("DeviceClaimPending", f"request {holder} is isolating it now")
+        if action_id is None:  # the holder is posting right now: ask again in a moment
+            if request.attempt >= self.rt.settings.max_throttled_attempts:
+                raise TransientError("DeviceClaimPending", f"request {holder} is isolating it now")
+            delay = random.uniform(2.0, 4.0)  # noqa: S311 - jitter, not crypto
+            self.requeue(request, subject, delay)
+            logger.info(
+                "storm duplicate waits for request_id=%s holder_request_id=%s delay_s=%.1f",
+                request.request_id,
+                holder,
+                delay,
+            )
+            return
         ledger = self.rt.ledger
         subject.details["duplicateOf"] = holder
         pending = MachineAction({"id": action_id, "type": "Isolate", "status": "Unknown"})
@@ -382,17 +393,22 @@ class Handler:
         # Never earlier than Retry-After; spread a little later so a throttled burst does not wake
         # all at once for the one slot that frees.
         delay = retry_after + random.uniform(0, retry_after / 4)  # noqa: S311 - jitter, not crypto
-        resolved = subject.machine.get("id") if subject.machine else None
-        changes: dict[str, Any] = {"attempt": request.attempt + 1}
-        if resolved:  # do not spend another lookup on the same device
-            changes.update(machineId=resolved)
-        self.rt.sender.send(self.queue, canonical.to_canonical(request, **changes), delay_s=delay)
+        self.requeue(request, subject, delay)
         logger.info(
             "throttled, re-enqueued request_id=%s attempt=%d delay_s=%s",
             request.request_id,
             request.attempt + 1,
             delay,
         )
+
+    def requeue(self, request: ContainmentRequest, subject: Subject, delay_s: float) -> None:
+        """The same request again after ``delay_s``, as attempt + 1 (bounded by
+        ``MDE_MAX_THROTTLED_ATTEMPTS``), naming the machine it resolved to."""
+        resolved = subject.machine.get("id") if subject.machine else None
+        changes: dict[str, Any] = {"attempt": request.attempt + 1}
+        if resolved:  # do not spend another lookup on the same device
+            changes.update(machineId=resolved)
+        self.rt.sender.send(self.queue, canonical.to_canonical(request, **changes), delay_s=delay_s)
 
     def schedule_follow_up(self, subject: Subject, action: MachineAction) -> None:
         tracking = first_tracking(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -172,6 +173,27 @@ def test_storm_duplicate_is_answered_from_the_ledger_without_calling_mde(host: H
     assert final_2["machineAction"]["id"] == first["machineAction"]["id"]
     assert final_2["machineAction"]["status"] == "Succeeded"
     assert len(sim.requests("machineactions")) - reads_before <= 2  # the original's tracker only
+
+
+def test_a_duplicate_arriving_mid_post_waits_in_the_queue_not_as_a_failure(host: Host, sim: Sim) -> None:
+    sim.config(pending_s=3600)
+    sim.fault(api="isolate", delay_s=2.5, count=1)  # the first request's POST takes 2.5 s
+    stack = host()
+    log_start = len(stack.host_logs())
+    stack.send("isolation-requests", isolation("mid-1"))
+    while not sim.requests("machineactions"):  # the first request holds the claim, about to post
+        time.sleep(0.05)
+    stack.send("isolation-requests", isolation("mid-2"))
+    (first,) = results_for(stack, "mid-1", 1)
+    (second,) = results_for(stack, "mid-2", 1)
+    assert first["outcome"] == "Submitted"
+    assert (second["outcome"], second["duplicateOf"]) == ("AlreadyPending", "mid-1")
+    assert second["machineAction"]["id"] == first["machineAction"]["id"]
+    assert second["delivery"]["dequeueCount"] == 1  # re-enqueued for a moment, not a failed run
+    assert len(sim.requests("isolate")) == 1
+    log = stack.host_logs()[log_start:]
+    assert "storm duplicate waits for request_id=mid-2 holder_request_id=mid-1" in log
+    assert "DeviceClaimPending" not in log
 
 
 def test_isolate_while_an_analyst_isolation_is_pending_reports_that_action(host: Host, sim: Sim) -> None:
