@@ -118,7 +118,7 @@ class Config:
     seed: int = 8
 
 
-FULL = Config("full", alerts=1000, devices=50, releases=50, time_scale=2.5, cutoff_s=150.0)
+FULL = Config("full", alerts=1000, devices=50, releases=50, time_scale=2.0, cutoff_s=150.0)
 QUICK = Config(
     "quick",
     alerts=60,
@@ -1432,7 +1432,7 @@ def render(report: dict[str, Any]) -> str:
         f"{_f(naive['release_drain_s'], 1)} / {_f(naive['release_bound_s'], 1)}",
         "",
     )
-    row("  results with deviceOnline unknown (429)", mixed["release_state_unknown"], "-", "")
+    row("  release results with deviceOnline unknown", mixed["release_state_unknown"], "-", "")
     row(
         "write calls per device: isolate / unisolate",
         f"{_f(mixed['isolate_writes_per_device'])} / {_f(mixed['unisolate_writes_per_device'])}",
@@ -1600,7 +1600,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true", help="a tiny run (the smoke test's)")
-    parser.add_argument("--time-scale", type=float, help="simulated seconds per real second (full: 2.5)")
+    parser.add_argument("--time-scale", type=float, help="simulated seconds per real second (full: 2.0)")
     parser.add_argument(
         "--cutoff", type=float, help="simulated seconds a phase's measured window lasts at most"
     )
