@@ -108,3 +108,9 @@ class MdeTransientError(MdeApiError, TransientError):
     ) -> None:
         super().__init__(code, message, method=method, url=url, status=status, target=target)
         self.retry_after = retry_after
+
+
+class MdeThrottledLocally(MdeTransientError):
+    """Not sent: MDE answered an earlier call to the same API with 429, and its ``Retry-After`` has
+    not passed yet (``retry_after`` is what is left). Status 429 and code ``TooManyRequests``, as
+    MDE's own answer would have been."""

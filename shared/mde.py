@@ -27,6 +27,7 @@ from .errors import (
     MdeApiError,
     MdeNotFound,
     MdePermanentError,
+    MdeThrottledLocally,
     MdeTransientError,
 )
 from .identity import TokenProvider
@@ -127,10 +128,13 @@ def _error_from_response(method: str, url: str, response: requests.Response) -> 
     return cls(code, message, **facts)
 
 
+MAX_RETRY_AFTER_S = 3600.0  # the longest MDE window: a larger value is not a real wait
+
+
 def _retry_after(response: requests.Response) -> float | None:
     raw = response.headers.get("Retry-After")
     try:
-        return max(0.0, float(raw)) if raw is not None else None
+        return min(MAX_RETRY_AFTER_S, max(0.0, float(raw))) if raw is not None else None
     except ValueError:
         return None
 
@@ -229,7 +233,7 @@ class MdeClient:
         url = f"{self._base_url}{path}"
         wait = self.budget.wait_s(group)
         if wait > 0:  # MDE said when: calling earlier only earns another 429
-            raise MdeTransientError(
+            raise MdeThrottledLocally(
                 "TooManyRequests",
                 f"MDE throttled the {group} API; {wait:.1f} s of its Retry-After left",
                 retry_after=wait,

@@ -23,7 +23,7 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.functions as func
@@ -35,11 +35,12 @@ from .errors import (
     ContainmentError,
     InvalidRequest,
     MdeApiError,
+    MdeThrottledLocally,
     PermanentError,
     TransientError,
 )
 from .identity import CredentialTokenProvider, managed_identity_credential
-from .ledger import Ledger, TableLedger
+from .ledger import Claim, Ledger, TableLedger
 from .mde import MachineAction, MdeClient, is_final
 from .policy import decide_isolation, decide_release, needs_machine_lookup
 from .queues import MessageSender, StorageQueueSender
@@ -53,6 +54,10 @@ logger = logging.getLogger(__name__)
 EventParser = Callable[[dict[str, Any], str], list[ContainmentRequest]]
 OPPOSITE: dict[str, Action] = {"Isolate": "Unisolate", "Unisolate": "Isolate"}
 CANONICAL_MARKER = "[mde-containment "  # our comments carry it: an action we created
+# A storm duplicate waits (re-enqueued) this long for the request posting its device's isolation;
+# a holder that has not recorded its action by then is stuck, and the duplicate fails over to the
+# host's redelivery (and finally a ``Failed`` result) instead.
+CLAIM_PENDING_WAIT = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -255,7 +260,7 @@ class Handler:
         if claimed:
             claim = ledger.claim_device(machine["id"], request.request_id, now, policy.dedupe_window)
             if not claim.won:
-                self.answer_duplicate(request, subject, delivery, claim.request_id, claim.action_id)
+                self.answer_duplicate(request, subject, delivery, claim)
                 return None
         try:
             if needs_machine_lookup(policy) and "onboardingStatus" not in machine:
@@ -293,17 +298,17 @@ class Handler:
         request: ContainmentRequest,
         subject: Subject,
         delivery: Delivery,
-        holder: str,
-        action_id: str | None,
+        claim: Claim,
     ) -> None:
         """A storm duplicate: answered from the ledger without calling MDE. Its final result comes
         from the holder's: recorded here, then checked, while the holder writes its final, then
         lists the duplicates (so one of the two always sees the other)."""
+        holder, action_id = claim.request_id, claim.action_id
         if action_id is None:  # the holder is posting right now: ask again in a moment
-            if request.attempt >= self.rt.settings.max_throttled_attempts:
+            if self.rt.clock() - claim.at > CLAIM_PENDING_WAIT:  # the holder is stuck
                 raise TransientError("DeviceClaimPending", f"request {holder} is isolating it now")
             delay = random.uniform(2.0, 4.0)  # noqa: S311 - jitter, not crypto
-            self.requeue(request, subject, delay)
+            self.requeue(request, subject, delay, request.attempt)  # waiting is not a throttled attempt
             logger.info(
                 "storm duplicate waits for request_id=%s holder_request_id=%s delay_s=%.1f",
                 request.request_id,
@@ -383,29 +388,38 @@ class Handler:
     def retry_later(
         self, request: ContainmentRequest, subject: Subject, delivery: Delivery, error: MdeApiError
     ) -> None:
-        """429: re-enqueue the same request for exactly ``Retry-After`` instead of burning host
-        deliveries; after too many attempts, report ``Failed`` (retryable)."""
-        if request.attempt >= self.rt.settings.max_throttled_attempts:
+        """429: re-enqueue the same request for ``Retry-After`` instead of burning host
+        deliveries; after too many attempts, report ``Failed`` (retryable).
+
+        An attempt is a 429 from MDE. A call refused in this process (an earlier 429's
+        ``Retry-After`` still running) reached nobody and costs no attempt: the request sleeps until
+        that wait is over, spread over up to as long again, since every request refused in the same
+        wait would otherwise wake in the same second. Each such wait was started by a real 429, so
+        this stays bounded."""
+        local = isinstance(error, MdeThrottledLocally)
+        if not local and request.attempt >= self.rt.settings.max_throttled_attempts:
             message = f"still throttled after {request.attempt} attempts: {error.message}"
             self.report(subject, delivery, "Failed", error=TransientError(error.code, message))
             return
         retry_after = getattr(error, "retry_after", None) or 60.0
-        # Never earlier than Retry-After; spread a little later so a throttled burst does not wake
-        # all at once for the one slot that frees.
-        delay = retry_after + random.uniform(0, retry_after / 4)  # noqa: S311 - jitter, not crypto
-        self.requeue(request, subject, delay)
+        # Never earlier than Retry-After; spread later so a throttled burst does not wake all at once
+        # for the one slot that frees.
+        spread = max(retry_after, 1.0) if local else retry_after / 4
+        delay = retry_after + random.uniform(0, spread)  # noqa: S311 - jitter, not crypto
+        attempt = request.attempt if local else request.attempt + 1
+        self.requeue(request, subject, delay, attempt)
         logger.info(
-            "throttled, re-enqueued request_id=%s attempt=%d delay_s=%s",
+            "throttled, re-enqueued request_id=%s attempt=%d delay_s=%.1f local=%s",
             request.request_id,
-            request.attempt + 1,
+            attempt,
             delay,
+            local,
         )
 
-    def requeue(self, request: ContainmentRequest, subject: Subject, delay_s: float) -> None:
-        """The same request again after ``delay_s``, as attempt + 1 (bounded by
-        ``MDE_MAX_THROTTLED_ATTEMPTS``), naming the machine it resolved to."""
+    def requeue(self, request: ContainmentRequest, subject: Subject, delay_s: float, attempt: int) -> None:
+        """The same request again after ``delay_s``, naming the machine it resolved to."""
         resolved = subject.machine.get("id") if subject.machine else None
-        changes: dict[str, Any] = {"attempt": request.attempt + 1}
+        changes: dict[str, Any] = {"attempt": attempt}
         if resolved:  # do not spend another lookup on the same device
             changes.update(machineId=resolved)
         self.rt.sender.send(self.queue, canonical.to_canonical(request, **changes), delay_s=delay_s)

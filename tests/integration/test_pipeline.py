@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -289,6 +290,7 @@ def test_429_reenqueues_for_exactly_retry_after_and_then_submits(host: Host, sim
 def test_after_a_429_nothing_goes_to_that_api_before_retry_after(host: Host, sim: Sim) -> None:
     sim.fault(api="machines", status=429, count=1, retryAfter=3)
     stack = host()
+    log_start = len(stack.host_logs())
     stack.send("release-requests", release("ra-rel"))
     (released,) = results_for(stack, "ra-rel", 1)
     assert released["outcome"] == "Submitted"
@@ -304,6 +306,10 @@ def test_after_a_429_nothing_goes_to_that_api_before_retry_after(host: Host, sim
         datetime.fromisoformat(reads[1]["time"]) - datetime.fromisoformat(reads[0]["time"])
     ).total_seconds()
     assert gap >= 3.0, gap
+    # Refused in process, not by MDE: no throttled attempt spent.
+    log = stack.host_logs()[log_start:]
+    requeued = r"throttled, re-enqueued request_id=ra-iso attempt=1 delay_s=[\d.]+ local=True"
+    assert re.search(requeued, log), log
 
 
 def test_the_device_state_read_only_spends_spare_budget(runtime: Runtime, sim: Sim) -> None:

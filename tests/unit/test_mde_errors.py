@@ -78,6 +78,15 @@ def test_429_carries_retry_after_seconds() -> None:
     assert error.retry_after == 7.0
 
 
+@pytest.mark.parametrize(("header", "expected"), [("86400", 3600.0), ("-5", 0.0), ("soon", None)])
+def test_retry_after_is_bounded_by_the_longest_mde_window(header: str, expected: float | None) -> None:
+    error = _error_from_response(
+        "GET", "u", response(429, mde_error("TooManyRequests"), {"Retry-After": header})
+    )
+    assert isinstance(error, MdeTransientError)
+    assert error.retry_after == expected
+
+
 def test_error_without_a_json_body_still_has_a_code() -> None:
     error = _error_from_response("GET", "u", response(502))
     assert isinstance(error, MdeTransientError)
