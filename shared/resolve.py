@@ -52,12 +52,23 @@ class DeviceResolver:
         machine, note = choose(candidates, described)
         return {**machine, "id": validate_machine_id(machine.get("id"))}, note
 
-    def _lookup(self, kind: str, key: str, call: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    def machine(self, machine_id: str, *, fetch: bool = True) -> dict[str, Any] | None:
+        """The Machine record (``GET /api/machines/{id}``), cached like the look-ups, so a request
+        retried after a 429 does not spend the ``machines`` budget on it again. ``None`` when it is
+        not cached and ``fetch`` is false."""
+        found = self._lookup("id", machine_id, lambda: [self._mde.get_machine(machine_id)], fetch=fetch)
+        return found[0] if found else None
+
+    def _lookup(
+        self, kind: str, key: str, call: Callable[[], list[dict[str, Any]]], *, fetch: bool = True
+    ) -> list[dict[str, Any]]:
         now = self._clock()
         with self._lock:
             hit = self._cache.get((kind, key))
         if hit is not None and hit[0] > now:
             return hit[1]
+        if not fetch:
+            return []
         candidates = call()
         with self._lock:
             self._cache[(kind, key)] = (now + self._ttl, candidates)

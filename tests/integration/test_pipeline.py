@@ -12,10 +12,13 @@ from collections.abc import Callable
 from datetime import datetime
 
 import requests
+from azure.functions.queue import QueueMessage as TriggerMessage
 
 from devstack.stack import CLIENT_ID, LocalStack
-from shared.mde import CALLS_PER_MINUTE, MdeClient
+from shared import events
+from shared.mde import CALLS_PER_MINUTE, CallBudget, MdeClient
 from shared.pipeline import Handler, Runtime
+from shared.resolve import DeviceResolver
 from tests.integration.conftest import (
     ENG_PC,
     OFFLINE_PC,
@@ -312,9 +315,20 @@ def test_after_a_429_nothing_goes_to_that_api_before_retry_after(host: Host, sim
     assert re.search(requeued, log), log
 
 
+def test_a_request_retried_after_a_429_does_not_look_the_machine_up_again(host: Host, sim: Sim) -> None:
+    sim.fault(api="machineactions", status=429, count=1, retryAfter=1)
+    stack = host()
+    stack.send("isolation-requests", isolation("rl-1"))
+    submitted, _ = results_for(stack, "rl-1", 2)
+    assert submitted["outcome"] == "Submitted"
+    assert [r["status"] for r in sim.requests("machineactions")][:2] == [429, 200]
+    assert len(sim.requests("machines")) == 1  # the policy's look-up, cached for the retry
+
+
 def test_the_device_state_read_only_spends_spare_budget(runtime: Runtime, sim: Sim) -> None:
     mde = MdeClient(runtime.settings.mde_api_base_url, runtime.mde._tokens, retries=0)
-    handler = Handler(dataclasses.replace(runtime, mde=mde), "Unisolate", "release-requests", lambda d, f: [])
+    rt = dataclasses.replace(runtime, mde=mde, resolver=DeviceResolver(mde, 0))
+    handler = Handler(rt, "Unisolate", "release-requests", lambda d, f: [])
     for _ in range(CALLS_PER_MINUTE // 2 - 1):  # e.g. the storm's isolation look-ups
         mde.budget.spend("machines")
     state = handler.device_state({"id": ONLINE_PC})
@@ -323,6 +337,35 @@ def test_the_device_state_read_only_spends_spare_budget(runtime: Runtime, sim: S
     # That read spent the last spare call: now the rest of the minute is kept for containment.
     assert handler.device_state({"id": ONLINE_PC}) == {"deviceOnline": None, "lastSeen": None, "name": None}
     assert len(sim.requests("machines")) == 1
+
+
+def test_a_release_yields_its_action_check_to_containment_during_a_storm(
+    runtime: Runtime, clean: LocalStack, sim: Sim
+) -> None:
+    mde = MdeClient(runtime.settings.mde_api_base_url, runtime.mde._tokens, retries=0)
+    handler = Handler(
+        dataclasses.replace(runtime, mde=mde, resolver=DeviceResolver(mde, 0)),
+        "Unisolate",
+        "release-requests",
+        lambda document, fallback: [events.parse_release_event(document, fallback, {})],
+    )
+    for _ in range(80):  # the storm's isolations used 80 % of the minute's action checks
+        mde.budget.spend("machineactions")
+    while mde.budget.admit_release("machineactions"):  # and releases used their floor
+        pass
+    body = json.dumps(release("yield-1")).encode()
+    handler.handle(TriggerMessage(id="m-yield-1", body=body, dequeue_count=1, pop_receipt="r"))
+    assert sim.requests("machineactions") == [] and sim.requests("unisolate") == []
+    assert no_more_results(clean, 0.5) == []
+    queue = clean.queue("release-requests")
+    assert queue.get_queue_properties().approximate_message_count == 1  # re-enqueued, invisible
+    assert queue.peek_messages() == []
+    # A minute later (here: a fresh budget) the floor is back and the release goes through.
+    mde.budget = CallBudget()
+    handler.handle(TriggerMessage(id="m-yield-2", body=body, dequeue_count=1, pop_receipt="r"))
+    (submitted,) = results_for(clean, "yield-1", 1)
+    assert submitted["outcome"] == "Submitted"
+    assert len(sim.requests("unisolate")) == 1
 
 
 def test_offline_device_is_reported_and_tracking_expires_at_the_deadline(host: Host, sim: Sim) -> None:

@@ -79,3 +79,27 @@ def test_a_429_without_retry_after_waits_a_minute(clock: Clock) -> None:
     budget = CallBudget(clock)
     budget.throttled("isolate", None)
     assert budget.wait_s("isolate") == 60.0
+
+
+def test_releases_yield_above_80_percent_of_the_minute_but_keep_a_floor(clock: Clock) -> None:
+    budget = CallBudget(clock)
+    spend(budget, "machineactions", 79)
+    assert budget.admit_release("machineactions")  # headroom: no floor used
+    spend(budget, "machineactions", 1)  # 80 of 100 in the last minute: containment's now
+    admitted = [budget.admit_release("machineactions") for _ in range(8)]
+    assert admitted == [True] * 5 + [False] * 3  # the floor: 5 per minute
+    assert budget.admit_release("machines")  # per API
+    clock.now += 60.001  # the minute has passed: headroom again
+    assert budget.admit_release("machineactions")
+
+
+def test_the_floor_refills_as_the_minute_slides(clock: Clock) -> None:
+    budget = CallBudget(clock, per_minute=20)  # another limit than MDE's 100
+    spend(budget, "machineactions", 16)
+    assert budget.admit_release("machineactions")  # floor: max(1, 5 % of 20) = 1
+    assert not budget.admit_release("machineactions")
+    clock.now += 30
+    spend(budget, "machineactions", 16)  # still busy
+    assert not budget.admit_release("machineactions")
+    clock.now += 30.001  # the floor's call is a minute old; the API is still busy (16 recent)
+    assert budget.admit_release("machineactions")
