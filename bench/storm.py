@@ -1615,6 +1615,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="simulator clock after a phase's measured window, only to collect the remaining results "
         "(default 60; equal to --time-scale: none, everything at the measured speed)",
     )
+    parser.add_argument(
+        "--devices", type=int, help="distinct devices in the storm (full: 50; over 100 the limit binds)"
+    )
+    parser.add_argument("--alerts", type=int, help="alert messages in the storm (full: 1,000)")
     parser.add_argument("--json", type=Path, help="also write the raw report as JSON here")
     parser.add_argument("--keep-logs", type=Path, help="keep each phase's host log and MDE request log here")
     args = parser.parse_args(argv)
@@ -1624,6 +1628,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         cfg = replace(cfg, time_scale=args.time_scale)
     if args.cutoff:
         cfg = replace(cfg, cutoff_s=args.cutoff)
+    if args.devices:
+        cfg = replace(cfg, devices=args.devices)
+    if args.alerts:
+        cfg = replace(cfg, alerts=args.alerts)
     if args.tail_time_scale:
         cfg = replace(cfg, tail_time_scale=args.tail_time_scale)
     report = run(cfg, policy=json.loads(args.policy), keep_logs=args.keep_logs)
