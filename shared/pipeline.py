@@ -7,8 +7,9 @@ arrival (decode) -> parse (validate; one request per device) -> resolve (which m
 Every message ends in exactly one of:
 * a result message, then the message is completed (success or a permanent error);
 * a re-enqueued message, then the message is completed: one request per device for an event that
-  names several, the same request after ``Retry-After`` on a 429 (or a few seconds later, for a
-  storm duplicate whose device is being posted right now), the next tracking check;
+  names several, the same request after ``Retry-After`` on a 429 (or a few seconds later: a
+  storm duplicate whose device is being posted right now, a release yielding to containment), the
+  next tracking check;
 * an exception, so the host redelivers it (a transient error). On the last allowed delivery a
   ``Failed`` result with ``error.retryable = true`` is written first, so the requester always hears
   back even though the message then goes to the poison queue.
