@@ -1344,6 +1344,40 @@ def render(report: dict[str, Any]) -> str:
     def section(title: str) -> None:
         rows.append((title,))
 
+    def api_rows(phase: dict[str, Any]) -> None:
+        row("API calls admitted, all groups", sum(phase["calls"].values()), sum(naive["calls"].values()))
+        for api in _apis(phase, naive):
+            row(
+                f"  {api}: admitted / 429",
+                _admitted_throttled(phase, api),
+                _admitted_throttled(naive, api),
+                "",
+            )
+        row(
+            "429s received (measured window)",
+            _throttled_total(phase),
+            _throttled_total(naive),
+            _ratio(sum(phase["window_throttled"].values()), sum(naive["window_throttled"].values())),
+        )
+
+    def lag_row(phase: dict[str, Any]) -> None:
+        row(
+            "  stack lag p50 / max; first alerts max (s)",
+            f"{_f(phase['lag_p50_s'], 1)} / {_f(phase['lag_max_s'], 1)}; {_f(phase['onset_lag_max_s'], 1)}",
+            "-",
+            "",
+        )
+
+    def host_rows(phase: dict[str, Any]) -> None:
+        row(
+            "host invocations / redeliveries / 429 re-enqueues",
+            f"{phase['invocations']:,} / {phase['redeliveries']:,} / {phase['throttled_reenqueues']:,}",
+            "-",
+            "",
+        )
+        row(_ATTEMPTS, phase["max_attempt"], naive["max_attempt"], "")
+        row("phase wall clock (s real)", phase["real_s"], naive["real_s"])
+
     section(f"STORM: {storm['alert_messages']:,} alerts, {storm['storm_devices']} devices")
     row(
         "MDE write calls per distinct device",
@@ -1352,15 +1386,7 @@ def render(report: dict[str, Any]) -> str:
         target=f"<= {TARGETS['writes_per_device']}",
         ok=_verdict(v["writes"]),
     )
-    row("API calls admitted, all groups", sum(storm["calls"].values()), sum(naive["calls"].values()))
-    for api in _apis(storm, naive):
-        row(f"  {api}: admitted / 429", _admitted_throttled(storm, api), _admitted_throttled(naive, api), "")
-    row(
-        "429s received (measured window)",
-        _throttled_total(storm),
-        _throttled_total(naive),
-        _ratio(sum(storm["window_throttled"].values()), sum(naive["window_throttled"].values())),
-    )
+    api_rows(storm)
     drain, ratio = _drain(storm)
     naive_drain, naive_ratio = _drain(naive, naive=True)
     row(
@@ -1368,12 +1394,7 @@ def render(report: dict[str, Any]) -> str:
     )
     row("  rate-limit lower bound (s)", storm["bound_s"], naive["bound_s"], "")
     row("  drain / bound", ratio, naive_ratio, "", f"<= {TARGETS['drain_ratio']}", _verdict(v["drain"]))
-    row(
-        "  stack lag p50 / max; first alerts max (s)",
-        f"{_f(storm['lag_p50_s'], 1)} / {_f(storm['lag_max_s'], 1)}; {_f(storm['onset_lag_max_s'], 1)}",
-        "-",
-        "",
-    )
+    lag_row(storm)
     row(
         "first results: expected / written",
         f"{storm['expected_results']:,} / {storm['written_results']:,}",
@@ -1392,14 +1413,7 @@ def render(report: dict[str, Any]) -> str:
     )
     row("token requests per process", storm["tokens_per_process"], 1.0, target="1", ok=_verdict(v["tokens"]))
     row("tracking reads (GET machineactions/{id})", storm["tracking_reads"], 0, "")
-    row(
-        "host invocations / redeliveries / 429 re-enqueues",
-        f"{storm['invocations']:,} / {storm['redeliveries']:,} / {storm['throttled_reenqueues']:,}",
-        "-",
-        "",
-    )
-    row(_ATTEMPTS, storm["max_attempt"], naive["max_attempt"], "")
-    row("phase wall clock (s real)", storm["real_s"], naive["real_s"])
+    host_rows(storm)
 
     section(f"MIXED: the storm + {mixed['release_devices']} release tickets")
     drain, ratio = _drain(mixed)
@@ -1441,21 +1455,8 @@ def render(report: dict[str, Any]) -> str:
         f"<= {TARGETS['writes_per_device']}",
         _verdict(v["writes"]),
     )
-    row("API calls admitted, all groups", sum(mixed["calls"].values()), sum(naive["calls"].values()))
-    for api in _apis(mixed, naive):
-        row(f"  {api}: admitted / 429", _admitted_throttled(mixed, api), _admitted_throttled(naive, api), "")
-    row(
-        "429s received (measured window)",
-        _throttled_total(mixed),
-        _throttled_total(naive),
-        _ratio(sum(mixed["window_throttled"].values()), sum(naive["window_throttled"].values())),
-    )
-    row(
-        "  stack lag p50 / max; first alerts max (s)",
-        f"{_f(mixed['lag_p50_s'], 1)} / {_f(mixed['lag_max_s'], 1)}; {_f(mixed['onset_lag_max_s'], 1)}",
-        "-",
-        "",
-    )
+    api_rows(mixed)
+    lag_row(mixed)
     row(
         "first results: expected / written",
         f"{mixed['expected_results']:,} / {mixed['written_results']:,}",
@@ -1466,14 +1467,7 @@ def render(report: dict[str, Any]) -> str:
     row("  outcomes", _outcomes(mixed), _outcomes(naive), "")
     row("requests lost", mixed["lost"], naive["lost"], "", "0", _verdict(v["lost"]))
     row("token requests per process", mixed["tokens_per_process"], 1.0, target="1", ok=_verdict(v["tokens"]))
-    row(
-        "host invocations / redeliveries / 429 re-enqueues",
-        f"{mixed['invocations']:,} / {mixed['redeliveries']:,} / {mixed['throttled_reenqueues']:,}",
-        "-",
-        "",
-    )
-    row(_ATTEMPTS, mixed["max_attempt"], naive["max_attempt"], "")
-    row("phase wall clock (s real)", mixed["real_s"], naive["real_s"])
+    host_rows(mixed)
 
     section(f"PER-MESSAGE OVERHEAD: CPU in our code, no I/O ({overhead['samples']:,} messages)")
     row(
