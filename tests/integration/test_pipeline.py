@@ -10,12 +10,14 @@ import re
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import requests
 from azure.functions.queue import QueueMessage as TriggerMessage
 
 from devstack.stack import CLIENT_ID, LocalStack
 from shared import events
+from shared.canonical import ContainmentRequest
 from shared.mde import CALLS_PER_MINUTE, CallBudget, MdeClient
 from shared.pipeline import Handler, Runtime
 from shared.resolve import DeviceResolver
@@ -325,10 +327,20 @@ def test_a_request_retried_after_a_429_does_not_look_the_machine_up_again(host: 
     assert len(sim.requests("machines")) == 1  # the policy's look-up, cached for the retry
 
 
-def test_the_device_state_read_only_spends_spare_budget(runtime: Runtime, sim: Sim) -> None:
+def release_handler(runtime: Runtime) -> tuple[Handler, MdeClient]:
+    """``release_fn``'s handler in this process, with its own MDE client (a fresh call budget) and
+    no machine cache."""
     mde = MdeClient(runtime.settings.mde_api_base_url, runtime.mde._tokens, retries=0)
     rt = dataclasses.replace(runtime, mde=mde, resolver=DeviceResolver(mde, 0))
-    handler = Handler(rt, "Unisolate", "release-requests", lambda d, f: [])
+
+    def parse(document: dict[str, Any], fallback: str) -> list[ContainmentRequest]:
+        return [events.parse_release_event(document, fallback, {})]
+
+    return Handler(rt, "Unisolate", "release-requests", parse), mde
+
+
+def test_the_device_state_read_only_spends_spare_budget(runtime: Runtime, sim: Sim) -> None:
+    handler, mde = release_handler(runtime)
     for _ in range(CALLS_PER_MINUTE // 2 - 1):  # e.g. the storm's isolation look-ups
         mde.budget.spend("machines")
     state = handler.device_state({"id": ONLINE_PC})
@@ -342,13 +354,7 @@ def test_the_device_state_read_only_spends_spare_budget(runtime: Runtime, sim: S
 def test_a_release_yields_its_action_check_to_containment_during_a_storm(
     runtime: Runtime, clean: LocalStack, sim: Sim
 ) -> None:
-    mde = MdeClient(runtime.settings.mde_api_base_url, runtime.mde._tokens, retries=0)
-    handler = Handler(
-        dataclasses.replace(runtime, mde=mde, resolver=DeviceResolver(mde, 0)),
-        "Unisolate",
-        "release-requests",
-        lambda document, fallback: [events.parse_release_event(document, fallback, {})],
-    )
+    handler, mde = release_handler(runtime)
     for _ in range(80):  # the storm's isolations used 80 % of the minute's action checks
         mde.budget.spend("machineactions")
     while mde.budget.admit_release("machineactions"):  # and releases used their floor
