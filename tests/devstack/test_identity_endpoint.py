@@ -14,6 +14,8 @@ from devstack.identity_endpoint import DEFAULT_ROLES, SYSTEM_ASSIGNED_CLIENT_ID,
 from devstack.mde_simulator import MdeSimulator
 from devstack.tokens import TokenError, verify_token
 
+pytestmark = pytest.mark.integration
+
 SECRET = "test-signing-secret-0123456789abcdef"
 USER_ASSIGNED = "7d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
 RESOURCE = "https://api.securitycenter.microsoft.com"

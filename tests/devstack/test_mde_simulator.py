@@ -15,6 +15,8 @@ import requests
 from devstack.mde_simulator import MdeSimulator
 from devstack.tokens import mint_token
 
+pytestmark = pytest.mark.integration
+
 SECRET = "test-signing-secret-0123456789abcdef"
 AUDIENCE = "https://api.securitycenter.microsoft.com"
 APP_ID = "7d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d"

@@ -18,7 +18,7 @@ import requests
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
 
-from devstack.stack import LEDGER_TABLE, QUEUES, LocalStack
+from devstack.stack import LEDGER_TABLE, QUEUES, RESULTS_QUEUE, LocalStack
 from devstack.tokens import mint_token
 from shared.canonical import schema_errors
 from shared.identity import CredentialTokenProvider, managed_identity_credential
@@ -35,6 +35,7 @@ from shared.settings import load_settings
 TIME_SCALE = 60
 HOST_OVERRIDES = {"visibilityTimeout": "00:00:01", "maxPollingInterval": "00:00:00.200"}
 FAST_TRACKING = {"TRACKING_SCHEDULE": "1,1,2"}
+TRIGGER_QUEUES = tuple(q for q in QUEUES if q != RESULTS_QUEUE)
 
 ONLINE_PC = "c28460d93e441d30869ebb33920c06acbb6fd75e"  # ws-fin-0142.contoso.local, Windows 10
 ENG_PC = "142b3441161eb63d57b41d1338407a04c781740d"  # ws-eng-0007.contoso.local
@@ -130,17 +131,42 @@ def host(clean: LocalStack) -> Callable[..., LocalStack]:
 
 
 def results_for(stack: LocalStack, request_id: str, count: int, timeout: float = 30) -> list[dict[str, Any]]:
-    """``count`` results of one request, each checked against result.schema.json."""
+    """``count`` results of one request, in ``sequence`` order (the queue does not promise arrival
+    order), each checked against result.schema.json."""
     found = stack.take_results(count, timeout=timeout, where=lambda r: r["requestId"] == request_id)
     for result in found:
         assert schema_errors("result.schema.json", result) == [], result
     assert len(found) == count, f"got {found}; host log:\n{stack.host_logs()[-3000:]}"
-    return found
+    return sorted(found, key=lambda r: int(r["sequence"]))
 
 
-def no_more_results(stack: LocalStack, wait: float = 2.0) -> list[dict[str, Any]]:
-    """Whatever else arrives within ``wait`` seconds (expected: nothing)."""
-    time.sleep(wait)
+def wait_until(condition: Callable[[], object], timeout: float = 30, what: str = "condition") -> None:
+    """Poll ``condition`` until it holds; fail the test naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def settled(stack: LocalStack, timeout: float = 30) -> list[dict[str, Any]]:
+    """Wait until no trigger queue holds a message (visible, delayed or being processed), so no
+    result can still be written, then return the results that came meanwhile (expected: none).
+
+    A result is written before its message is deleted, so an empty queue means every result of
+    the work so far is on the results queue. Not for a test that leaves a tracking message
+    delayed on purpose (it would never drain)."""
+    wait_until(
+        lambda: all(stack.peek_count(queue) == 0 for queue in TRIGGER_QUEUES),
+        timeout,
+        "the trigger queues to drain",
+    )
+    return results_so_far(stack)
+
+
+def results_so_far(stack: LocalStack) -> list[dict[str, Any]]:
+    """The results already on the results queue (for in-process handlers, whose results are
+    written before the call returns)."""
     return stack.take_results(1000, timeout=0.5)
 
 

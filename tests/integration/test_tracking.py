@@ -1,4 +1,4 @@
-"""Following actions to their final status with delayed tracking messages (issue 5)."""
+"""Following actions to their final status with delayed tracking messages."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import requests
 
 from devstack.stack import LocalStack
 from shared.tracking import Tracking, first_tracking
-from tests.integration.conftest import ONLINE_PC, Sim, no_more_results, results_for
+from tests.integration.conftest import ONLINE_PC, Sim, results_for, settled
+
+pytestmark = pytest.mark.integration
 
 Host = Callable[..., LocalStack]
 
@@ -38,7 +40,7 @@ def test_each_final_status_gives_exactly_submitted_then_one_final_result(
     assert [(r["sequence"], r["outcome"]) for r in results] == [(1, "Submitted"), (2, outcome)]
     assert results[1]["machineAction"]["status"] == mde_status
     assert results[0]["machineAction"]["id"] == results[1]["machineAction"]["id"]
-    assert no_more_results(stack, 2.5) == []
+    assert settled(stack) == []
 
 
 def test_follow_ups_back_off_on_429_and_never_run_faster_than_the_schedule(host: Host, sim: Sim) -> None:
@@ -82,7 +84,7 @@ def test_a_redelivered_tracking_message_does_not_write_a_second_final_result(hos
     tracking = tracking_of(submitted)
     stack.send("isolation-requests", tracking.to_message())
     stack.send("isolation-requests", tracking.to_message())
-    assert no_more_results(stack, 3) == []
+    assert settled(stack) == []
     gets = [r for r in sim.requests("machineactions") if r["path"].startswith("/api/machineactions/")]
     assert gets, "the first tracking checks read the action"
 
@@ -96,4 +98,4 @@ def test_duplicate_tracking_messages_for_a_pending_action_give_one_final_result(
     stack.send("isolation-requests", tracking.to_message())
     finals = results_for(stack, "twice-1", 1, timeout=20)
     assert finals[0]["outcome"] == "Succeeded"
-    assert no_more_results(stack, 4) == []
+    assert settled(stack) == []
