@@ -388,7 +388,7 @@ def release_workload(cfg: Config, devices: Sequence[Device]) -> list[Message]:
 def expected_requests(message: Message, message_id: str) -> list[tuple[str, Device]]:
     """(request id, device) of every request the message makes, as the pipeline derives them (from
     the queue message id unless the body names its own): one first result is due for each."""
-    from shared import events
+    from shared.domain import events
 
     by_key = {d.id: d for d in message.devices} | {d.name.lower(): d for d in message.devices}
     if message.kind == "release":
@@ -434,70 +434,45 @@ def rate_limit_bound(
 
 
 def measure_overhead(cfg: Config, messages: Sequence[Message], policy_json: dict[str, Any]) -> dict[str, Any]:
-    """CPU time of our own code per message: decode + parse + policy + MDE request building (comment,
-    body; the canonical re-enqueue document) + result building + serialisation. No network."""
-    from shared import canonical, events
-    from shared.mde import MachineAction
-    from shared.policy import decide_isolation, load_isolation_policy
-    from shared.results import Delivery, build_result
+    """CPU time of our own code per message: the functions' real code path (decode, parse, fan-out,
+    resolve, claim, policy, breaker, MDE request, result building and serialisation) on in-memory
+    ports, each message's fanned-out requests included. No network."""
+    from tests.fakes import World, world
 
-    policy = load_isolation_policy(json.dumps(policy_json))
     now = datetime.now(UTC)
-    bodies = [json.dumps(m.body).encode() for m in messages if m.kind == "alert"]
-    machines = {}
-    for m in messages:
-        for d in m.devices:
-            machines[d.id] = sim_machine(d, "Workstations") | {"lastSeen": now.isoformat()}
-    action = MachineAction({"id": str(uuid.uuid4()), "type": "Isolate", "status": "Pending"})
-    delivery = Delivery("isolation-requests", "bench", 1)
+    bodies = [m.body for m in messages if m.kind == "alert"]
+    machines = [
+        sim_machine(d, "Workstations") | {"lastSeen": now.isoformat()} for m in messages for d in m.devices
+    ]
 
-    def one(body: bytes) -> int:
-        document = canonical.decode_body(body)
-        requests_ = events.parse_alert_event(document, "msg-bench")
-        for request in requests_:
-            machine = (
-                machines[request.device.machine_id]
-                if request.device.machine_id
-                else next(
-                    m
-                    for m in machines.values()
-                    if m["computerDnsName"] == (request.device.device_name or "").lower()
-                )
-            )
-            decision = decide_isolation(request, machine, policy)
-            request = replace(request, isolation_type=decision.isolation_type or "Full")
-            mde_body = {"Comment": canonical.mde_comment(request), "IsolationType": request.isolation_type}
-            json.dumps(mde_body)
-            json.dumps(canonical.to_canonical(request), separators=(",", ":"))
-            result = build_result(
-                action="Isolate",
-                outcome="Submitted",
-                delivery=delivery,
-                request_id=request.request_id,
-                source=request.source,
-                sequence=1,
-                machine={"id": machine["id"], "computerDnsName": machine["computerDnsName"]},
-                machine_action=action,
-                details={**decision.to_details(), "isolationType": request.isolation_type},
-                now=now,
-            )
-            json.dumps(result, separators=(",", ":"))
-        return len(requests_)
+    def fresh() -> World:  # a fresh ledger: every device is new, as in a storm's first wave
+        w = world(policy=policy_json)
+        w.mde.add(*machines)
+        return w
 
+    def one(w: World, body: dict[str, Any]) -> int:
+        w.deliver(body)
+        fanned = [document for _, document, _ in w.outbox.sent if "tracking" not in document]
+        for document in fanned:
+            w.deliver(document)
+        return max(1, len(fanned))
+
+    first = fresh()
     cold_start = time.process_time_ns()
-    one(bodies[0])  # the first message also compiles the JSON schemas and regexes
+    one(first, bodies[0])  # the first message also compiles the JSON schemas and regexes
     cold_ns = time.process_time_ns() - cold_start
     for body in bodies:  # warm-up pass
-        one(body)
+        one(fresh(), body)
     cpu: list[int] = []
     wall: list[int] = []
     pairs = 0
     for _ in range(cfg.overhead_passes):
         for body in bodies:
-            w, c = time.perf_counter_ns(), time.process_time_ns()
-            pairs += one(body)
-            cpu.append(time.process_time_ns() - c)
-            wall.append(time.perf_counter_ns() - w)
+            ports = fresh()
+            wall_ns, cpu_ns = time.perf_counter_ns(), time.process_time_ns()
+            pairs += one(ports, body)
+            cpu.append(time.process_time_ns() - cpu_ns)
+            wall.append(time.perf_counter_ns() - wall_ns)
     cpu.sort()
     return {
         "messages": len(bodies),
@@ -597,51 +572,6 @@ def measure_cold_start(runs: int) -> dict[str, Any]:
 def _iso_to_epoch(text: str) -> float:
     """The simulator's ``2026-11-23T10:00:00.1234560Z`` -> epoch seconds."""
     return datetime.fromisoformat(text.rstrip("Z")[:26]).replace(tzinfo=UTC).timestamp()
-
-
-class Sim:
-    """The MDE simulator's control API (as tests/integration/conftest.py uses it)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.http = requests.Session()
-
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        response = self.http.request(method, f"{self.url}/_control/{path}", json=body, timeout=30)
-        response.raise_for_status()
-        return response.json()
-
-    def reset(self) -> None:
-        self._call("POST", "reset", {})
-
-    def machines(self, machines: list[dict[str, Any]]) -> None:
-        self._call("POST", "machines", {"machines": machines, "replace": True})
-
-    def stats(self) -> dict[str, dict[str, int]]:
-        return dict(self._call("GET", "stats"))
-
-    def config(self, **knobs: Any) -> None:
-        self._call("POST", "config", knobs)
-
-    def actions(self) -> list[dict[str, Any]]:
-        actions = self._call("GET", "actions")
-        return list(actions if isinstance(actions, list) else actions.get("actions", []))
-
-    def requests(self) -> list[dict[str, Any]]:
-        recorded = self._call("GET", "requests")
-        return list(recorded if isinstance(recorded, list) else recorded.get("requests", []))
-
-
-def _identity_stats(identity_url: str) -> dict[str, Any]:
-    base = identity_url.split("/msi/")[0]
-    response = requests.get(f"{base}/_control/stats", timeout=10)
-    response.raise_for_status()
-    return dict(response.json())
-
-
-def _identity_reset(identity_url: str) -> None:
-    base = identity_url.split("/msi/")[0]
-    requests.post(f"{base}/_control/reset", json={}, timeout=10).raise_for_status()
 
 
 def _timespan(seconds: float) -> str:
@@ -755,8 +685,11 @@ class Bench:
         self.keep_logs: Path | None = None
 
     def __enter__(self) -> Bench:
+        from devstack.control import IdentityControl, MdeControl
+
         self.stack.start()
-        self.sim = Sim(self.stack.mde_url)
+        self.sim = MdeControl(self.stack.mde_url)
+        self.identity = IdentityControl(self.stack.identity_url)
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -780,8 +713,8 @@ class Bench:
         table = f"bench{n}ledger"
         TableServiceClient.from_connection_string(self.stack.azurite.connection_string).create_table(table)
         self.sim.reset()
-        self.sim.machines(machines)
-        _identity_reset(self.stack.identity_url)
+        self.sim.machines(machines, replace=True)
+        self.identity.reset()
         return queues, table
 
     def _drop(self, queues: dict[str, str], table: str) -> None:
@@ -875,7 +808,7 @@ class Bench:
         collector.join(5)
         stats = self.sim.stats()
         recorded = self.sim.requests()
-        tokens = _identity_stats(self.stack.identity_url)["tokenRequests"]
+        tokens = self.identity.stats()["tokenRequests"]
         self.stack.stop_hosts()
         host_log = log.read_text(errors="replace")[offset:]
         if self.keep_logs:

@@ -63,7 +63,7 @@ MAX_BATCH_SIZE = 32  # a Get Messages call returns at most 32
 MIN_POLLING_INTERVAL_S = 0.1  # QueuePollingIntervals.Minimum
 # QueueListener: invisible for 10 minutes while running, renewed halfway. Tests of a host crash
 # shorten it (DEVSTACK_PROCESSING_LEASE_S) so the orphaned message reappears within seconds.
-PROCESSING_LEASE_S = float(os.environ.get("DEVSTACK_PROCESSING_LEASE_S", "600"))
+PROCESSING_LEASE_S = int(os.environ.get("DEVSTACK_PROCESSING_LEASE_S", "600"))
 DEFAULT_FUNCTION_TIMEOUT_S = 30 * 60.0  # the host's default outside Consumption (there: 5 minutes)
 BODY_PREFIX_CHARS = 24  # of a message body in a log line, never more
 
@@ -618,7 +618,7 @@ class _Listener:
         name = self.function.name
         if self.function.data_type != "binary":  # the host hands the worker a string
             body = body.decode("utf-8", errors="replace").encode("utf-8")
-        msg = TriggerMessage(  # the worker's own type: azure.functions.QueueMessage plus trigger metadata
+        msg = TriggerMessage(  # type: ignore[no-untyped-call] # the worker's own type: azure.functions.QueueMessage plus trigger metadata
             id=message.id,
             body=body,
             dequeue_count=message.dequeue_count,

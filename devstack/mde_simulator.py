@@ -135,7 +135,7 @@ _GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _STARTSWITH = re.compile(r"\s*startswith\(\s*([A-Za-z]+)\s*,\s*('(?:[^']|'')*')\s*\)\s*")
 _TERM = re.compile(r"\s*([A-Za-z]+)\s+(eq|ne|gt|ge|lt|le)\s+('(?:[^']|'')*'|[^\s'()]+)\s*")
 _AND = re.compile(r"and\s+")
-OPERATORS = {
+OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     "eq": operator.eq,
     "ne": operator.ne,
     "gt": operator.gt,

@@ -184,7 +184,7 @@ class LocalStack:
     def peek_count(self, queue: str) -> int:
         """Messages in a queue, visible or not (0 for a queue that does not exist yet)."""
         try:
-            return int(self.queue(queue).get_queue_properties().approximate_message_count)
+            return self.queue(queue).get_queue_properties().approximate_message_count or 0
         except ResourceNotFoundError:
             return 0
 

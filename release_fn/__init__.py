@@ -2,8 +2,8 @@
 
 import azure.functions as func
 
-from shared import pipeline
+from shared import app
 
 
 def main(msg: func.QueueMessage) -> None:
-    pipeline.handle_release(msg)
+    app.handle_release(msg)

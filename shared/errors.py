@@ -1,9 +1,9 @@
 """The error taxonomy: one place decides what is permanent and what is transient.
 
 * ``PermanentError``: retrying cannot help (bad input, unknown machine, missing permission).
-  The pipeline reports it on the results queue and completes the message.
+  The use case reports it on the results queue and the message completes.
 * ``TransientError``: the same request may succeed later (429, 5xx, network, token endpoint,
-  results queue). The pipeline lets the host redeliver it; on the last delivery it reports it.
+  results queue). The host redelivers the message; on the last delivery it is reported first.
 * ``ConfigError``: the app is mis-configured; raised at startup, names the setting.
 """
 
@@ -110,7 +110,12 @@ class MdeTransientError(MdeApiError, TransientError):
         self.retry_after = retry_after
 
 
-class MdeThrottledLocally(MdeTransientError):
+class MdeThrottled(MdeTransientError):
+    """429: MDE's rate limit for this API. The request waits (re-enqueued) for ``retry_after``
+    seconds instead of spending host redeliveries."""
+
+
+class MdeThrottledLocally(MdeThrottled):
     """Not sent: MDE answered an earlier call to the same API with 429, and its ``Retry-After`` has
     not passed yet (``retry_after`` is what is left). Status 429 and code ``TooManyRequests``, as
-    MDE's own answer would have been."""
+    MDE's own answer would have been; it cost no MDE call."""

@@ -16,13 +16,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from .domain.events.ticket_mappings import TicketMappings, load_ticket_mappings
+from .domain.model import GUID
+from .domain.policy_config import IsolationPolicy, load_isolation_policy
 from .errors import ConfigError
-from .events.tickets import TicketMappings, load_ticket_mappings
-from .policy import IsolationPolicy, load_isolation_policy
 
 APP_ROOT = Path(__file__).resolve().parent.parent
 
-# cloud -> (API base URL, app-only token scope). See ../shared/mde-api.md "Hosts and tokens".
+# cloud -> (API base URL, app-only token scope), as docs/mde-api.md lists them.
 CLOUDS: dict[str, tuple[str, str]] = {
     "Commercial": (
         "https://api.security.microsoft.com",
@@ -44,7 +45,6 @@ CLOUDS: dict[str, tuple[str, str]] = {
 
 STORAGE_CONNECTION = "CONTAINMENT_STORAGE"
 _QUEUE_NAME = re.compile(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]")
-_GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def _storage(env: Mapping[str, str]) -> StorageSettings:
     if credential is not None and credential.lower() != "managedidentity":
         raise ConfigError(f"{STORAGE_CONNECTION}__credential must be 'managedidentity' (got {credential!r})")
     client_id = _optional(env, f"{STORAGE_CONNECTION}__clientId")
-    if client_id is not None and not _GUID.fullmatch(client_id):
+    if client_id is not None and not GUID.fullmatch(client_id):
         raise ConfigError(f"{STORAGE_CONNECTION}__clientId must be a GUID (got {client_id!r})")
     table_uri = _optional(env, f"{STORAGE_CONNECTION}__tableServiceUri")
     return StorageSettings(
@@ -211,7 +211,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if not token_scope.startswith(("https://", "api://")):
         raise ConfigError(f"MDE_TOKEN_SCOPE must be a resource URI scope (got {token_scope!r})")
     client_id = _optional(env, "AZURE_CLIENT_ID")
-    if client_id is not None and not _GUID.fullmatch(client_id):
+    if client_id is not None and not GUID.fullmatch(client_id):
         raise ConfigError(f"AZURE_CLIENT_ID must be a GUID (got {client_id!r})")
     return Settings(
         mde_cloud=cloud,

@@ -18,17 +18,13 @@ import requests
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
 
+from devstack.control import MdeControl as Sim
 from devstack.stack import LEDGER_TABLE, QUEUES, RESULTS_QUEUE, LocalStack
 from devstack.tokens import mint_token
-from shared.canonical import schema_errors
-from shared.identity import CredentialTokenProvider, managed_identity_credential
-from shared.ledger import TableLedger
-from shared.mde import MdeClient
-from shared.pipeline import Runtime
-from shared.queues import StorageQueueSender
-from shared.resolve import DeviceResolver
-from shared.results import QueueResultPublisher
+from shared.bootstrap import build_context
+from shared.domain.messages import schema_errors
 from shared.settings import load_settings
+from shared.usecases.context import Context
 
 # Fast clocks: one simulated minute per real second for MDE timing and rate windows; the host
 # retries a failed message after 1 s and polls at least every 200 ms.
@@ -41,51 +37,6 @@ ONLINE_PC = "c28460d93e441d30869ebb33920c06acbb6fd75e"  # ws-fin-0142.contoso.lo
 ENG_PC = "142b3441161eb63d57b41d1338407a04c781740d"  # ws-eng-0007.contoso.local
 OFFLINE_PC = "9c4f08247909332d14a6ae9170a78b792337ff0b"  # ws-hr-0031.contoso.local, Inactive
 UNKNOWN_PC = "0" * 40
-
-
-class Sim:
-    """The MDE simulator's control API."""
-
-    def __init__(self, url: str, signing_secret: str) -> None:
-        self.url = url
-        self.signing_secret = signing_secret
-
-    def _post(self, path: str, body: Any) -> Any:
-        response = requests.post(f"{self.url}/_control/{path}", json=body, timeout=5)
-        response.raise_for_status()
-        return response.json()
-
-    def _get(self, path: str) -> Any:
-        response = requests.get(f"{self.url}/_control/{path}", timeout=5)
-        response.raise_for_status()
-        return response.json()
-
-    def reset(self) -> None:
-        self._post("reset", {})
-
-    def config(self, **knobs: Any) -> None:
-        self._post("config", knobs)
-
-    def fault(self, **fault: Any) -> None:
-        self._post("faults", fault)
-
-    def complete(self, action_id: str, status: str) -> None:
-        self._post(f"actions/{action_id}/complete", {"status": status})
-
-    def machines(self, machines: list[dict[str, Any]]) -> None:
-        self._post("machines", machines)
-
-    def requests(self, api: str | None = None) -> list[dict[str, Any]]:
-        recorded = self._get("requests")
-        recorded = recorded if isinstance(recorded, list) else recorded.get("requests", [])
-        return [r for r in recorded if api is None or r.get("api") == api]
-
-    def stats(self) -> dict[str, Any]:
-        return dict(self._get("stats"))
-
-    def actions(self) -> list[dict[str, Any]]:
-        actions = self._get("actions")
-        return actions if isinstance(actions, list) else actions.get("actions", [])
 
 
 @pytest.fixture(scope="session")
@@ -207,24 +158,15 @@ def monkeymodule() -> Iterator[pytest.MonkeyPatch]:
 
 
 @pytest.fixture(scope="module")
-def runtime(stack: LocalStack, monkeymodule: pytest.MonkeyPatch) -> Runtime:
-    """The pipeline's adapters built in the test process, on the real stack (for in-process tests
-    that call a ``Handler`` directly)."""
-    env = {**stack.app_settings(), "ISOLATION_POLICY": json.dumps({"minimumSeverity": "Informational"})}
+def runtime(stack: LocalStack, monkeymodule: pytest.MonkeyPatch) -> Context:
+    """The functions' context built in the test process, on the real stack (for in-process tests
+    that hand a message to ``shared.app.handle`` directly): no HTTP retries, no machine cache."""
+    env = {
+        **stack.app_settings(),
+        "ISOLATION_POLICY": json.dumps({"minimumSeverity": "Informational"}),
+        "MDE_HTTP_RETRIES": "0",
+        "DEVICE_CACHE_SECONDS": "0",
+    }
     for key in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER"):
         monkeymodule.setenv(key, env[key])
-    config = load_settings(env)
-    credential = managed_identity_credential(config.azure_client_id)
-    mde = MdeClient(
-        config.mde_api_base_url, CredentialTokenProvider(credential, config.mde_token_scope), retries=0
-    )
-    sender = StorageQueueSender(config.storage, None)
-    ledger = TableLedger.from_settings(config.storage, config.ledger_table, None)
-    return Runtime(
-        config,
-        mde,
-        sender,
-        QueueResultPublisher(sender, config.results_queue),
-        ledger,
-        DeviceResolver(mde, 0),
-    )
+    return build_context(load_settings(env))

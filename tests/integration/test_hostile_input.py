@@ -23,7 +23,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from devstack.stack import LocalStack
-from shared.pipeline import Handler, Runtime, events
+from shared import app
+from shared.domain.model import Action
+from shared.usecases.context import Context
 from tests.integration.conftest import Sim
 from tests.integration.test_sources import corpus, fleet
 
@@ -106,11 +108,11 @@ def fixture_fleet(sim: Sim, clean: LocalStack) -> Sim:
     return sim
 
 
-def deliver(handler: Handler, body: bytes) -> None:
+def deliver(ctx: Context, action: Action, body: bytes) -> None:
     message = TriggerMessage(  # what the Functions worker hands to main()
         id=str(uuid.uuid4()), body=body, dequeue_count=1, insertion_time=datetime.now(UTC), pop_receipt="r"
     )
-    handler.handle(message)  # a permanent error must come back as a result, not an exception
+    app.handle(message, action, ctx)  # a permanent error must come back as a result, not an exception
 
 
 def check_requests(requests: list[dict[str, Any]]) -> None:
@@ -123,13 +125,10 @@ def check_requests(requests: list[dict[str, Any]]) -> None:
 
 
 def test_random_and_mutated_payloads_never_crash_and_never_reach_mde_unvalidated(
-    runtime: Runtime, fixture_fleet: Sim
+    runtime: Context, fixture_fleet: Sim
 ) -> None:
     sim = fixture_fleet
-    handlers = {
-        "isolate": Handler(runtime, "Isolate", runtime.settings.isolation_queue, events.parse_alert_event),
-        "release": Handler(runtime, "Unisolate", runtime.settings.release_queue, release_parser(runtime)),
-    }
+    actions: dict[str, Action] = {"isolate": "Isolate", "release": "Unisolate"}
     posted: list[Case] = []
 
     @settings(
@@ -146,7 +145,7 @@ def test_random_and_mutated_payloads_never_crash_and_never_reach_mde_unvalidated
     def check(case: Case) -> None:
         seen = len(sim.requests())
         function, body = case
-        deliver(handlers[function], body)
+        deliver(runtime, actions[function], body)
         new = sim.requests()[seen:]
         check_requests(new)
         if any(r["method"] == "POST" and r["status"] == 201 for r in new):
@@ -154,10 +153,3 @@ def test_random_and_mutated_payloads_never_crash_and_never_reach_mde_unvalidated
 
     check()
     assert {must_post(stem) for stem in MUST_POST} <= set(posted), "a valid alert was not posted"
-
-
-def release_parser(rt: Runtime) -> Any:
-    def parse(document: dict[str, Any], fallback_id: str) -> list[Any]:
-        return [events.parse_release_event(document, fallback_id, rt.settings.ticket_mappings)]
-
-    return parse

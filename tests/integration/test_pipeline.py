@@ -9,28 +9,22 @@ import json
 import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 import pytest
-import requests
-from azure.functions.queue import QueueMessage as TriggerMessage
 
 from devstack.stack import CLIENT_ID, LocalStack
-from shared import events
-from shared.canonical import ContainmentRequest
-from shared.mde import CALLS_PER_MINUTE, CallBudget, MdeClient
-from shared.pipeline import Handler, Runtime
-from shared.resolve import DeviceResolver
+from shared.adapters.budget import CallBudget
+from shared.adapters.identity import CredentialTokenProvider, managed_identity_credential
+from shared.adapters.mde import MdeClient
+from shared.usecases.context import Context
 from tests.integration.conftest import (
     ENG_PC,
-    OFFLINE_PC,
     ONLINE_PC,
     UNKNOWN_PC,
     Sim,
     analyst_isolates,
     queue_bodies,
     results_for,
-    results_so_far,
     settled,
     wait_until,
 )
@@ -338,109 +332,11 @@ def test_a_request_retried_after_a_429_does_not_look_the_machine_up_again(host: 
     assert len(sim.requests("machines")) == 1  # the policy's look-up, cached for the retry
 
 
-def release_handler(runtime: Runtime) -> tuple[Handler, MdeClient]:
-    """``release_fn``'s handler in this process, with its own MDE client (a fresh call budget) and
-    no machine cache."""
-    mde = MdeClient(runtime.settings.mde_api_base_url, runtime.mde._tokens, retries=0)
-    rt = dataclasses.replace(runtime, mde=mde, resolver=DeviceResolver(mde, 0))
-
-    def parse(document: dict[str, Any], fallback: str) -> list[ContainmentRequest]:
-        return [events.parse_release_event(document, fallback, {})]
-
-    return Handler(rt, "Unisolate", "release-requests", parse), mde
-
-
-def test_the_device_state_read_only_spends_spare_budget(runtime: Runtime, sim: Sim) -> None:
-    handler, mde = release_handler(runtime)
-    for _ in range(CALLS_PER_MINUTE // 2 - 1):  # e.g. the storm's isolation look-ups
-        mde.budget.spend("machines")
-    state = handler.device_state({"id": ONLINE_PC})
-    assert state["deviceOnline"] is True
-    assert len(sim.requests("machines")) == 1
-    # That read spent the last spare call: now the rest of the minute is kept for containment.
-    assert handler.device_state({"id": ONLINE_PC}) == {"deviceOnline": None, "lastSeen": None, "name": None}
-    assert len(sim.requests("machines")) == 1
-
-
-def test_a_release_yields_its_action_check_to_containment_during_a_storm(
-    runtime: Runtime, clean: LocalStack, sim: Sim
-) -> None:
-    handler, mde = release_handler(runtime)
-    for _ in range(80):  # the storm's isolations used 80 % of the minute's action checks
-        mde.budget.spend("machineactions")
-    while mde.budget.admit_release("machineactions"):  # and releases used their floor
-        pass
-    body = json.dumps(release("yield-1")).encode()
-    handler.handle(TriggerMessage(id="m-yield-1", body=body, dequeue_count=1, pop_receipt="r"))
-    assert sim.requests("machineactions") == [] and sim.requests("unisolate") == []
-    assert results_so_far(clean) == []
-    queue = clean.queue("release-requests")
-    assert queue.get_queue_properties().approximate_message_count == 1  # re-enqueued, invisible
-    assert queue.peek_messages() == []
-    # A minute later (here: a fresh budget) the floor is back and the release goes through.
-    mde.budget = CallBudget()
-    handler.handle(TriggerMessage(id="m-yield-2", body=body, dequeue_count=1, pop_receipt="r"))
-    (submitted,) = results_for(clean, "yield-1", 1)
-    assert submitted["outcome"] == "Submitted"
-    assert len(sim.requests("unisolate")) == 1
-
-
-def test_offline_device_is_reported_and_tracking_expires_at_the_deadline(host: Host, sim: Sim) -> None:
-    stack = host(TRACKING_DEADLINE_HOURS="0.001")  # 3.6 s
-    stack.send("isolation-requests", isolation("off-1", machine_id=OFFLINE_PC))
-    submitted, final = results_for(stack, "off-1", 2, timeout=30)
-    assert submitted["outcome"] == "Submitted"
-    assert submitted["deviceOnline"] is False
-    assert submitted["lastSeen"]
-    assert final["outcome"] == "TrackingExpired"
-    assert final["lastStatus"] == "Pending"
-    assert final["sequence"] == 2
-
-
-def test_isolating_cancels_a_pending_release_first(host: Host, sim: Sim) -> None:
-    stack = host()
-    stack.send("release-requests", release("race-rel", machine_id=OFFLINE_PC))
-    (released,) = results_for(stack, "race-rel", 1)
-    stack.send("isolation-requests", isolation("race-iso", machine_id=OFFLINE_PC))
-    (isolated,) = results_for(stack, "race-iso", 1)
-    assert isolated["outcome"] == "Submitted"
-    assert isolated["cancelledActions"] == [released["machineAction"]["id"]]
-    (cancel,) = sim.requests("cancel")
-    assert cancel["path"] == f"/api/machineactions/{released['machineAction']['id']}/cancel"
-    assert cancel["json"] == {"Comment": "Superseded by Isolate request race-iso [mde-containment]"}
-    # the cancelled release ends with its own final result
-    (final,) = results_for(stack, "race-rel", 1)
-    assert final["outcome"] == "Cancelled"
-
-
-def test_device_names_are_resolved_exactly_never_by_substring(host: Host, sim: Sim) -> None:
-    twin = {**machine_record(sim, ENG_PC), "id": "ab" * 20, "lastIpAddress": "10.9.9.9"}
-    sim.machines([{**twin, "computerDnsName": "ws-twin-01.contoso.local"}, {**twin, "id": "cd" * 20,
-                  "computerDnsName": "WS-TWIN-01.contoso.local"}])  # fmt: skip
-    stack = host()
-    names = {
-        "name-fqdn": "WS-ENG-0007.contoso.local",  # exact, case-insensitive
-        "name-bare": "ws-eng-0007",  # a bare host name matches the first label
-        "name-stale": "ws-sales-0099.contoso.local",  # one Active record + two stale ones
-        "name-twins": "ws-twin-01.contoso.local",  # two Active records: never a guess
-        "name-prefix": "ws-eng-000",  # a prefix is not a match
-    }
-    for request_id, name in names.items():
-        stack.send("isolation-requests", {"deviceName": name, "requestId": request_id})
-    got = {request_id: results_for(stack, request_id, 1)[0] for request_id in names}
-    assert got["name-fqdn"]["machine"]["id"] == ENG_PC
-    assert got["name-bare"]["machine"]["id"] == ENG_PC
-    assert got["name-stale"]["machine"]["id"] == "58e7b99603ae8ab07c70b95172007a23b6d37fdc"
-    assert "stale records ignored" in got["name-stale"]["resolution"]
-    assert got["name-twins"]["error"]["code"] == "AmbiguousDevice"
-    assert "ab" * 20 in got["name-twins"]["error"]["message"]
-    assert got["name-prefix"]["error"]["code"] == "DeviceNotFound"
-    queries = [str(r["query"]) for r in sim.requests("machines")]
-    assert any("computerDnsName eq 'ws-eng-0007.contoso.local'" in q for q in queries)
-    assert any("startswith(computerDnsName,'ws-eng-0007')" in q for q in queries)
-
-
-def machine_record(sim: Sim, machine_id: str) -> dict[str, object]:
-    machines = requests.get(f"{sim.url}/_control/machines", timeout=5).json()
-    machines = machines if isinstance(machines, list) else machines["machines"]
-    return next(m for m in machines if m["id"] == machine_id)
+def with_budget(runtime: Context, budget: CallBudget) -> Context:
+    """The functions' context in this process with an MDE client of its own, on ``budget``."""
+    settings = runtime.settings
+    tokens = CredentialTokenProvider(
+        managed_identity_credential(settings.azure_client_id), settings.mde_token_scope
+    )
+    mde = MdeClient(settings.mde_api_base_url, tokens, retries=0, budget=budget)
+    return Context.of(runtime.settings, dataclasses.replace(runtime.ports, mde=mde))

@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import requests
 
 from devstack.stack import LocalStack
-from shared.tracking import Tracking, first_tracking
+from shared.domain.model import MachineAction, Source
+from shared.domain.results import MachineRef, Subject
+from shared.domain.tracking import Tracking, first_tracking
 from tests.integration.conftest import ONLINE_PC, Sim, results_for, settled
 
 pytestmark = pytest.mark.integration
@@ -20,9 +21,7 @@ Host = Callable[..., LocalStack]
 
 
 def set_final_status(sim: Sim, machine_id: str, status: str) -> None:
-    machines = requests.get(f"{sim.url}/_control/machines", timeout=5).json()
-    machines = machines if isinstance(machines, list) else machines["machines"]
-    (machine,) = [m for m in machines if m["id"] == machine_id]
+    (machine,) = [m for m in sim.machine_records() if m["id"] == machine_id]
     sim.machines([{**machine, "simFinalStatus": status}])
 
 
@@ -62,17 +61,10 @@ def test_follow_ups_back_off_on_429_and_never_run_faster_than_the_schedule(host:
 
 def tracking_of(submitted: dict[str, Any]) -> Tracking:
     """The tracking message the function sends after this Submitted result (to send it again)."""
-    return first_tracking(
-        request_id=submitted["requestId"],
-        action="Isolate",
-        action_id=submitted["machineAction"]["id"],
-        status="Pending",
-        machine=submitted["machine"],
-        source=submitted["source"],
-        details={},
-        now=datetime.now(UTC),
-        deadline=timedelta(hours=1),
-    )
+    subject = Subject("Isolate", submitted["requestId"], Source.from_dict(submitted["source"]),
+                      MachineRef.from_dict(submitted["machine"]))  # fmt: skip
+    action = MachineAction({**submitted["machineAction"], "status": "Pending"})
+    return first_tracking(subject, action, datetime.now(UTC), timedelta(hours=1))
 
 
 def test_a_redelivered_tracking_message_does_not_write_a_second_final_result(host: Host, sim: Sim) -> None:

@@ -4,14 +4,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.canonical import (
-    COMMENT_MAX,
-    decode_body,
-    mde_comment,
-    parse_isolation,
-    parse_release,
-    schema_errors,
-)
+from shared.domain.comment import COMMENT_MAX, mde_comment
+from shared.domain.messages import decode_body, parse_isolation, parse_release, schema_errors
 from shared.errors import InvalidRequest
 
 MACHINE = "1e5bc9d7e413ddd7902c2932e418702b84d0cc07"

@@ -15,9 +15,7 @@ from typing import Any
 
 import pytest
 
-from shared.canonical import ContainmentRequest, DeviceRef, Source, schema_errors, to_canonical
-from shared.errors import ConfigError, InvalidRequest
-from shared.events import (
+from shared.domain.events import (
     ALERT_SHAPES,
     DEFAULT_TICKET_MAPPINGS_JSON,
     JiraMapping,
@@ -32,7 +30,10 @@ from shared.events import (
     parse_alert_event,
     parse_release_event,
 )
-from shared.events.common import COMMENT_MAX, build_comment, dedupe
+from shared.domain.events.common import COMMENT_MAX, build_comment, dedupe
+from shared.domain.messages import schema_errors, to_canonical
+from shared.domain.model import ContainmentRequest, DeviceRef, Source
+from shared.errors import ConfigError, InvalidRequest
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 EVENTS = sorted(p for p in (FIXTURES / "events").glob("*.json") if not p.name.endswith(".expected.json"))

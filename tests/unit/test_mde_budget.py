@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.mde import CALLS_PER_HOUR, CALLS_PER_MINUTE, CallBudget
+from shared.adapters.budget import CALLS_PER_HOUR, CALLS_PER_MINUTE, CallBudget
 
 
 class Clock:

@@ -9,16 +9,18 @@ import json
 import pytest
 import requests
 
+from shared.adapters.mde import _error_from_response, odata_string
+from shared.domain.model import validate_action_id, validate_machine_id
 from shared.errors import (
     ActionAlreadyPending,
     InvalidRequest,
     MdeNotFound,
     MdePermanentError,
+    MdeThrottled,
     MdeTransientError,
     PermanentError,
     TransientError,
 )
-from shared.mde import _error_from_response, odata_string, validate_action_id, validate_machine_id
 
 
 def response(status: int, body: object = None, headers: dict[str, str] | None = None) -> requests.Response:
@@ -44,7 +46,7 @@ def mde_error(code: str, message: str = "m") -> dict[str, object]:
         (403, "Forbidden", MdePermanentError),
         (403, "DisallowedOperation", MdePermanentError),
         (404, "ResourceNotFound", MdeNotFound),
-        (429, "TooManyRequests", MdeTransientError),
+        (429, "TooManyRequests", MdeThrottled),
         (500, "InternalServerError", MdeTransientError),
         (503, "ServiceUnavailable", MdeTransientError),
     ],

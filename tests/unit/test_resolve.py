@@ -1,7 +1,7 @@
 import pytest
 
+from shared.domain.devices import choose
 from shared.errors import InvalidRequest
-from shared.resolve import choose
 
 
 def machine(mid: str, health: str = "Active", onboarding: str = "Onboarded") -> dict[str, str]:

@@ -2,8 +2,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shared.domain.model import MachineAction, Source, final_outcome
+from shared.domain.results import MachineRef, Subject
+from shared.domain.tracking import Tracking, delay_before_check, device_online, first_tracking
 from shared.errors import InvalidRequest
-from shared.tracking import Tracking, delay_before_check, device_online, final_outcome, first_tracking
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
@@ -31,17 +33,11 @@ def test_final_outcome_per_mde_status(status: str, outcome: str | None) -> None:
 
 
 def test_tracking_message_round_trips_and_counts_checks() -> None:
-    tracking = first_tracking(
-        request_id="r-1",
-        action="Isolate",
-        action_id="7f1a2b3c-0000-4000-8000-000000000001",
-        status="Pending",
-        machine={"id": "a" * 40, "computerDnsName": None},
-        source={"system": "sentinel", "id": "42", "url": None},
-        details={"isolationType": "Full"},
-        now=NOW,
-        deadline=timedelta(hours=48),
+    subject = Subject(
+        "Isolate", "r-1", Source("sentinel", "42"), MachineRef("a" * 40), {"isolationType": "Full"}
     )
+    action = MachineAction({"id": "7f1a2b3c-0000-4000-8000-000000000001", "status": "Pending"})
+    tracking = first_tracking(subject, action, NOW, timedelta(hours=48))
     again = Tracking.from_message(tracking.to_message())
     assert again == tracking
     assert again.deadline == NOW + timedelta(hours=48)

@@ -1,26 +1,24 @@
-"""Sending JSON messages to storage queues (results, fan-out, delayed retries and follow-ups)."""
+"""Azure Storage queues: the ``Outbox`` port (fan-out, delayed retries and follow-ups on the trigger
+queues; result messages on the results queue)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
-from typing import Any, Protocol
+from typing import Any
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError
 from azure.storage.queue import ExponentialRetry, QueueClient
 
-from .errors import ConfigError, TransientError
-from .settings import StorageSettings
+from ..errors import ConfigError, TransientError
+from ..settings import StorageSettings
+
+logger = logging.getLogger(__name__)
 
 MAX_DELAY_S = 7 * 24 * 3600  # a storage queue hides a message for at most 7 days
-
-
-class MessageSender(Protocol):
-    """Puts a JSON document on a queue, optionally invisible for ``delay_s`` seconds."""
-
-    def send(self, queue: str, document: dict[str, Any], delay_s: float = 0) -> None: ...
 
 
 class StorageQueueSender:
@@ -56,6 +54,7 @@ class StorageQueueSender:
             return client
 
     def send(self, queue: str, document: dict[str, Any], delay_s: float = 0) -> None:
+        """Put ``document`` on ``queue`` as JSON text, invisible for ``delay_s`` seconds."""
         delay = min(MAX_DELAY_S, math.ceil(delay_s)) if delay_s > 0 else None
         try:
             self._client(queue).send_message(
@@ -63,3 +62,28 @@ class StorageQueueSender:
             )
         except AzureError as e:
             raise TransientError("QueueUnavailable", f"could not write to queue {queue}: {e}") from e
+
+
+class QueueOutbox:
+    """The ``Outbox`` on storage queues: result messages go to the results queue as plain JSON text."""
+
+    def __init__(self, sender: StorageQueueSender, results_queue: str) -> None:
+        self._sender = sender
+        self._results_queue = results_queue
+
+    def send(self, queue: str, document: dict[str, Any], delay_s: float = 0) -> None:
+        self._sender.send(queue, document, delay_s)
+
+    def publish(self, result: dict[str, Any]) -> None:
+        try:
+            self._sender.send(self._results_queue, result)
+        except TransientError as e:
+            raise TransientError("ResultsQueueUnavailable", e.message) from e
+        logger.info(
+            "result outcome=%s action=%s request_id=%s machine_id=%s action_id=%s",
+            result["outcome"],
+            result["action"],
+            result["requestId"],
+            (result.get("machine") or {}).get("id"),
+            (result.get("machineAction") or {}).get("id"),
+        )

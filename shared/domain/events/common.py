@@ -1,7 +1,7 @@
 """What every event parser shares: bounded text, device extraction and de-duplication, request ids.
 
 Everything here is pure. The bounds mirror the canonical schemas (``shared/schemas``), because a
-multi-device event is fanned out as canonical messages (``canonical.to_canonical``) that must pass
+multi-device event is fanned out as canonical messages (``messages.to_canonical``) that must pass
 those schemas when they come back.
 """
 
@@ -16,15 +16,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..canonical import SCHEMA_DIR, ContainmentRequest, DeviceRef, Source
-from ..errors import InvalidRequest
-from ..mde import validate_machine_id
+from ...errors import InvalidRequest
+from ..messages import SCHEMA_DIR
+from ..model import DEVICE_NAME, REQUEST_ID, ContainmentRequest, DeviceRef, Source, validate_machine_id
 
 logger = logging.getLogger(__name__)
 
-DEVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # deviceName in the schemas
 DEVICE_NAME_MAX = 255
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")  # requestId in the schemas
 _REQUEST_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:@/+=-]")
 COMMENT_MAX = 500  # well under the schema's 1000: mde_comment still appends request and source
 TITLE_MAX = 300  # so the reference (the alert or incident id) always survives at the end

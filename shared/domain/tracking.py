@@ -8,48 +8,38 @@ past the deadline -> ``TrackingExpired``. Nothing sleeps or polls in a loop.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from .errors import InvalidRequest
-
-# MDE status (lower-cased) -> final outcome of our result message.
-FINAL_OUTCOMES = {
-    "succeeded": "Succeeded",
-    "failed": "Failed",
-    "timeout": "TimedOut",
-    "cancelled": "Cancelled",
-    "canceled": "Cancelled",
-}
+from ..errors import InvalidRequest
+from .model import MachineAction
+from .results import Subject
 
 
 @dataclass(frozen=True)
 class Tracking:
     """The state a tracking message carries from one check to the next."""
 
-    request_id: str
-    action: str
+    subject: Subject  # echoed on the final result
     action_id: str
-    machine: dict[str, Any]
-    source: dict[str, Any]
     check: int
     deadline: datetime
     last_status: str
-    details: dict[str, Any]  # isolationType, requestedBy: echoed on the final result
 
     def to_message(self) -> dict[str, Any]:
+        record = self.subject.to_record()
         return {
             "tracking": {
-                "requestId": self.request_id,
-                "action": self.action,
+                "requestId": record["requestId"],
+                "action": record["action"],
                 "actionId": self.action_id,
-                "machine": self.machine,
-                "source": self.source,
+                "machine": record["machine"] or {},
+                "source": record["source"],
                 "check": self.check,
                 "deadline": self.deadline.isoformat(),
                 "lastStatus": self.last_status,
-                "details": self.details,
+                "details": record["details"],
             }
         }
 
@@ -59,32 +49,21 @@ class Tracking:
         try:
             if not isinstance(body, dict) or body["action"] not in ("Isolate", "Unisolate"):
                 raise ValueError("not a tracking message")
+            subject = Subject.from_record(
+                {**body, "machine": dict(body["machine"]), "source": dict(body["source"])}
+            )
             return cls(
-                request_id=str(body["requestId"]),
-                action=body["action"],
+                subject=subject,
                 action_id=str(body["actionId"]),
-                machine=dict(body["machine"]),
-                source=dict(body["source"]),
                 check=int(body["check"]),
                 deadline=datetime.fromisoformat(body["deadline"]),
                 last_status=str(body["lastStatus"]),
-                details=dict(body.get("details") or {}),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidRequest("InvalidTrackingMessage", f"malformed tracking message: {e}") from None
 
     def next_check(self, status: str) -> Tracking:
-        return Tracking(
-            request_id=self.request_id,
-            action=self.action,
-            action_id=self.action_id,
-            machine=self.machine,
-            source=self.source,
-            check=self.check + 1,
-            deadline=self.deadline,
-            last_status=status,
-            details=self.details,
-        )
+        return replace(self, check=self.check + 1, last_status=status)
 
 
 def delay_before_check(schedule: tuple[int, ...], check: int) -> int:
@@ -92,35 +71,9 @@ def delay_before_check(schedule: tuple[int, ...], check: int) -> int:
     return schedule[min(check, len(schedule)) - 1]
 
 
-def final_outcome(status: str) -> str | None:
-    """The final outcome for an MDE status, or None while the action is still going."""
-    return FINAL_OUTCOMES.get(status.lower())
-
-
-def first_tracking(
-    *,
-    request_id: str,
-    action: str,
-    action_id: str,
-    status: str,
-    machine: dict[str, Any],
-    source: dict[str, Any],
-    details: dict[str, Any],
-    now: datetime,
-    deadline: timedelta,
-) -> Tracking:
+def first_tracking(subject: Subject, action: MachineAction, now: datetime, deadline: timedelta) -> Tracking:
     """The tracking state right after submission."""
-    return Tracking(
-        request_id=request_id,
-        action=action,
-        action_id=action_id,
-        machine=machine,
-        source=source,
-        check=1,
-        deadline=now + deadline,
-        last_status=status,
-        details=details,
-    )
+    return Tracking(subject, action.id, check=1, deadline=now + deadline, last_status=action.status)
 
 
 def device_online(

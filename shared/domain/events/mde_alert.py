@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..canonical import ContainmentRequest
+from ..model import ContainmentRequest
 from .common import DeviceMention, build_comment, device_refs, isolation_requests, make_source, reference
 from .severity import normalise_severity
 

@@ -11,8 +11,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ..canonical import ContainmentRequest
-from ..errors import InvalidRequest
+from ...errors import InvalidRequest
+from ..model import ContainmentRequest
 from .common import (
     SOURCE_ID_MAX,
     DeviceMention,

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..canonical import ContainmentRequest
-from ..errors import InvalidRequest
+from ...errors import InvalidRequest
+from ..model import ContainmentRequest
 from .common import (
     DeviceMention,
     build_comment,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..canonical import ContainmentRequest
+from ..model import ContainmentRequest
 from .common import (
     DeviceMention,
     build_comment,

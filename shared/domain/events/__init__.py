@@ -1,7 +1,7 @@
 """Queue events -> canonical requests (pure: no HTTP, no queue, no clock, no settings reads).
 
 The isolation queue accepts, without configuration, the canonical request and five alert shapes
-(see ``../shared/events.md``); the release queue accepts the canonical release request, Jira and
+(docs/messages.md); the release queue accepts the canonical release request, Jira and
 ServiceNow tickets, read through a field mapping that is passed in (``TicketMappings``).
 
 Detection is by markers only one shape carries; a document matching none, or more than one, is
@@ -9,7 +9,7 @@ refused with ``UnknownEventShape`` / ``AmbiguousEventShape`` rather than guessed
 
 Request ids: an event naming devices gets one request per device, with request id
 ``f"{fallback_request_id}:{machine id or lower-cased name}"`` (``fallback_request_id`` is the
-queue-message-based id the pipeline passes, so a redelivery derives the same ids); a streaming
+queue-message-based id the app passes, so a redelivery derives the same ids); a streaming
 batch inserts the alert id before the device. Ids that would break the schema's
 ``[A-Za-z0-9._:@/+=-]{1,128}`` keep a readable prefix plus a hash (``derive_request_id``).
 """
@@ -20,21 +20,20 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .. import canonical
-from ..canonical import ContainmentRequest
-from ..errors import InvalidRequest
+from ...errors import InvalidRequest
+from .. import messages
+from ..model import ContainmentRequest
 from . import graph_alert, mde_alert, sentinel, streaming
 from .common import derive_request_id, schema_properties
 from .severity import SEVERITIES, normalise_severity
-from .tickets import (
+from .ticket_mappings import (
     DEFAULT_TICKET_MAPPINGS_JSON,
     JiraMapping,
     ServiceNowMapping,
     TicketMappings,
-    detect_release_shape,
     load_ticket_mappings,
-    parse_ticket,
 )
+from .tickets import detect_release_shape, parse_ticket
 
 __all__ = [
     "ALERT_SHAPES",
@@ -62,7 +61,7 @@ def _is_canonical(document: Mapping[str, Any]) -> bool:
 
 
 def _parse_canonical(document: Mapping[str, Any], fallback_request_id: str) -> list[ContainmentRequest]:
-    request = canonical.parse_isolation(dict(document), fallback_request_id)
+    request = messages.parse_isolation(dict(document), fallback_request_id)
     return [dataclasses.replace(request, severity=normalise_severity(request.severity))]
 
 
@@ -121,6 +120,6 @@ def parse_release_event(
 ) -> ContainmentRequest:
     """A release-queue event (canonical, Jira, ServiceNow) -> one release request.
 
-    ``approved`` is set from the ticket per ``mappings``; the pipeline refuses unapproved ones.
+    ``approved`` is set from the ticket per ``mappings``; the release use case refuses unapproved ones.
     """
     return parse_ticket(document, fallback_request_id, mappings)

@@ -1,4 +1,5 @@
-"""Queue message bodies -> validated requests (pure: no I/O but reading our own schemas)."""
+"""Queue message bodies -> validated requests, and requests -> canonical queue messages (pure: no
+I/O but reading our own schemas, which are validated with full-match checks in code after them)."""
 
 from __future__ import annotations
 
@@ -7,60 +8,18 @@ import binascii
 import functools
 import ipaddress
 import json
-import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from .errors import InvalidRequest
-from .mde import IsolationType, validate_machine_id
+from ..errors import InvalidRequest
+from .model import ContainmentRequest, DeviceRef, Source, validate_machine_id
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 MAX_MESSAGE_BYTES = 64 * 1024  # a storage queue message is at most 64 KiB
-COMMENT_MAX = 1000
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")  # as in the schemas
-
-Action = Literal["Isolate", "Unisolate"]
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a request came from: the correlation a SIEM or ticket flow matches results on."""
-
-    system: str
-    id: str | None = None
-    url: str | None = None
-
-
-@dataclass(frozen=True)
-class DeviceRef:
-    """How the request names the device; exactly one way is used, in this order of preference."""
-
-    machine_id: str | None = None
-    device_name: str | None = None
-    ip_address: str | None = None
-    timestamp: datetime | None = None
-
-
-@dataclass(frozen=True)
-class ContainmentRequest:
-    """One isolate or unisolate request for one device."""
-
-    action: Action
-    request_id: str
-    source: Source
-    device: DeviceRef
-    comment: str | None = None
-    isolation_type: IsolationType = "Full"
-    severity: str | None = None
-    ticket_id: str | None = None
-    requested_by: str | None = None
-    approved: bool = False
-    attempt: int = 1  # deliveries after a 429 re-enqueue count up from here
 
 
 @functools.cache
@@ -104,12 +63,6 @@ def _json(raw: bytes) -> Any:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None
-
-
-def best_effort_request_id(document: Any) -> str | None:
-    """The request id of a document that failed validation, if it has a well-formed one."""
-    value = document.get("requestId") if isinstance(document, dict) else None
-    return value if isinstance(value, str) and _REQUEST_ID.fullmatch(value) else None
 
 
 def _validate(schema: str, document: dict[str, Any]) -> None:
@@ -179,7 +132,7 @@ def to_canonical(request: ContainmentRequest, **changes: Any) -> dict[str, Any]:
     device = request.device
     document: dict[str, Any] = {
         "requestId": request.request_id,
-        "source": {k: v for k, v in vars(request.source).items() if v is not None},
+        "source": {k: v for k, v in request.source.to_dict().items() if v is not None},
         "attempt": request.attempt,
     }
     if device.machine_id:
@@ -201,26 +154,3 @@ def to_canonical(request: ContainmentRequest, **changes: Any) -> dict[str, Any]:
         )
     document.update(changes)
     return document
-
-
-def request_marker(request: ContainmentRequest) -> str:
-    """The tag every MDE comment of ours ends with: finds our own action again after a crash."""
-    return f"request={request.request_id}]"
-
-
-def mde_comment(request: ContainmentRequest) -> str:
-    """The MDE ``Comment``: why, by which request, from where; bounded, no control characters."""
-    if request.action == "Isolate":
-        lead = request.comment or "Automatic isolation"
-        origin = f"source={request.source.system}" + (f":{request.source.id}" if request.source.id else "")
-        text = f"{lead} [mde-containment {origin} {request_marker(request)}"
-    else:
-        lead = f"Release approved in ticket {request.ticket_id}, requested by {request.requested_by}"
-        text = f"{lead}: {request.comment}" if request.comment else lead
-        text += f" [mde-containment {request_marker(request)}"
-    text = "".join(ch if ch.isprintable() else " " for ch in text)
-    if len(text) <= COMMENT_MAX:
-        return text
-    # Trim the lead, never the marker: it is how a redelivery finds this action again.
-    tail = text[text.rindex(" [mde-containment ") :]
-    return text[: COMMENT_MAX - len(tail) - 1] + "…" + tail

@@ -10,7 +10,7 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError
 from azure.identity import ManagedIdentityCredential
 
-from .errors import TransientError
+from ..errors import TransientError
 
 logger = logging.getLogger(__name__)
 

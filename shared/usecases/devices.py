@@ -1,10 +1,8 @@
-"""Which MDE machine a request names (see ../shared/events.md "Resolving a device").
+"""Which MDE machine a request names (docs/messages.md, "Device resolution").
 
 The 40-hex machine id is used as given. A DNS name is looked up exactly (FQDN, case-insensitive; a
 bare host name matches the first label of the records' FQDN), then an IP + timestamp with
-``findbyip``. Never substring matching, never "first one wins": several candidates are a clear
-``AmbiguousDevice`` unless exactly one is onboarded and Active and all the others are not Active
-(stale records a re-imaged device leaves behind), which is picked and said so.
+``findbyip``; ``domain.devices.choose`` picks among the records found.
 """
 
 from __future__ import annotations
@@ -14,15 +12,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .canonical import DeviceRef
-from .errors import InvalidRequest
-from .mde import MdeClient, validate_machine_id
+from ..domain.devices import choose, first_label
+from ..domain.model import DeviceRef, validate_machine_id
+from ..errors import InvalidRequest
+from ..ports import Mde
 
 
 class DeviceResolver:
     """Resolves devices through the MDE API, caching lookups for ``ttl_s`` seconds per process."""
 
-    def __init__(self, mde: MdeClient, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, mde: Mde, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._mde = mde
         self._ttl = ttl_s
         self._clock = clock
@@ -40,7 +39,7 @@ class DeviceResolver:
                 candidates = self._lookup("dns", name, lambda: self._mde.find_machines_by_dns_name(name))
             else:
                 found = self._lookup("host", name, lambda: self._mde.find_machines_by_dns_prefix(name))
-                candidates = [c for c in found if _first_label(c) == name]
+                candidates = [c for c in found if first_label(c) == name]
             described = f"computerDnsName {device.device_name!r}"
         elif device.ip_address and device.timestamp:
             key = f"{device.ip_address}@{device.timestamp.isoformat()}"
@@ -73,35 +72,3 @@ class DeviceResolver:
         with self._lock:
             self._cache[(kind, key)] = (now + self._ttl, candidates)
         return candidates
-
-
-def _first_label(machine: dict[str, Any]) -> str:
-    return str(machine.get("computerDnsName") or "").lower().split(".", 1)[0]
-
-
-def choose(candidates: list[dict[str, Any]], described: str) -> tuple[dict[str, Any], str | None]:
-    """The one machine among ``candidates``, or a clear refusal."""
-    if not candidates:
-        raise InvalidRequest("DeviceNotFound", f"no MDE machine has {described}")
-    if len(candidates) == 1:
-        return candidates[0], None
-    live = [c for c in candidates if _is_live(c)]
-    others_inactive = all(c.get("healthStatus") != "Active" for c in candidates if c not in live)
-    if len(live) == 1 and others_inactive:
-        stale = ", ".join(str(c.get("id")) for c in candidates if c is not live[0])
-        return live[0], (
-            f"{len(candidates)} machines have {described}: picked the only onboarded, Active one; "
-            f"stale records ignored: {stale}"
-        )
-    listed = ", ".join(
-        f"{c.get('id')} ({c.get('computerDnsName')}, lastSeen {c.get('lastSeen')}, {c.get('healthStatus')})"
-        for c in candidates[:10]
-    )
-    raise InvalidRequest("AmbiguousDevice", f"{len(candidates)} machines have {described}: {listed}")
-
-
-def _is_live(machine: dict[str, Any]) -> bool:
-    return (
-        machine.get("healthStatus") == "Active"
-        and machine.get("onboardingStatus", "Onboarded") == "Onboarded"
-    )

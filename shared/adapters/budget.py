@@ -1,0 +1,96 @@
+"""What this process has spent of MDE's per-API rate limits (docs/mde-api.md), and what MDE told
+it to wait for: the MDE client's call budget."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from ..ports import ApiGroup
+
+CALLS_PER_MINUTE = 100  # MDE's limit per API, for every app of a tenant (docs/mde-api.md)
+CALLS_PER_HOUR = 1500
+OPTIONAL_SHARE = 0.5  # best-effort reads leave the other half of a group's budget to what must run
+YIELD_SHARE = 0.8  # above this share of a minute, a release's calls yield to containment's...
+RELEASE_FLOOR_SHARE = 0.05  # ...except for this share of the minute, which releases always get
+
+
+class CallBudget:
+    """What this process has spent of MDE's per-API limits, and what MDE told it to wait for.
+
+    Two uses: a best-effort read (the device state on a result) is only made while the group has
+    spare budget, so containment's own calls on a shared group (a release's state read and an
+    isolation's policy look-up both count against ``machines``) are never the ones that meet a 429;
+    and after a 429 a call to that group is not made again before its ``Retry-After`` has passed
+    (it would only earn another 429). Per process: other instances are not seen, so this avoids
+    429s rather than rules them out; the use cases still handle every 429 MDE returns.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        per_minute: int = CALLS_PER_MINUTE,
+        per_hour: int = CALLS_PER_HOUR,
+    ) -> None:
+        self._clock = clock
+        self.per_minute = per_minute
+        self.per_hour = per_hour
+        self._lock = threading.Lock()
+        self._calls: dict[str, deque[float]] = {}
+        self._blocked_until: dict[str, float] = {}
+
+    def spend(self, group: str) -> None:
+        now = self._clock()
+        with self._lock:
+            self._record(group, now)
+
+    def _record(self, group: str, now: float) -> None:
+        calls = self._calls.setdefault(group, deque())
+        calls.append(now)
+        while calls and calls[0] <= now - 3600:
+            calls.popleft()
+
+    def throttled(self, group: ApiGroup, retry_after: float | None) -> None:
+        """MDE answered 429: nothing to this group before ``Retry-After`` (60 s if it gave none)."""
+        until = self._clock() + (60.0 if retry_after is None else retry_after)
+        with self._lock:
+            self._blocked_until[group] = max(until, self._blocked_until.get(group, 0.0))
+
+    def wait_s(self, group: ApiGroup) -> float:
+        """Seconds until MDE accepts calls to this group again, as far as this process knows."""
+        with self._lock:
+            return max(0.0, self._blocked_until.get(group, 0.0) - self._clock())
+
+    def spent(self, group: str, window_s: float) -> int:
+        now = self._clock()
+        with self._lock:
+            return self._count(group, now, window_s)
+
+    def _count(self, group: str, now: float, window_s: float) -> int:
+        return sum(1 for t in self._calls.get(group, ()) if t > now - window_s)
+
+    def has_spare(self, group: ApiGroup) -> bool:
+        """True when an optional call fits: not throttled, and under half of both windows."""
+        return (
+            self.wait_s(group) == 0.0
+            and self.spent(group, 60) < self.per_minute * OPTIONAL_SHARE
+            and self.spent(group, 3600) < self.per_hour * OPTIONAL_SHARE
+        )
+
+    def admit_release(self, group: ApiGroup) -> bool:
+        """May a release make its (essential) call to an API that containment also needs? Yes while
+        the API has used under 80 % of its minute; above that, only within the releases' floor of
+        5 % of the minute (5 calls of 100), which is counted here. So during a storm that keeps the
+        API busy, containment gets the rest and releases still move, at the floor's pace."""
+        now = self._clock()
+        with self._lock:
+            if self._count(group, now, 60) < self.per_minute * YIELD_SHARE:
+                return True
+            floor = f"release-floor:{group}"
+            if self._count(floor, now, 60) < max(1.0, self.per_minute * RELEASE_FLOOR_SHARE):
+                self._record(floor, now)
+                return True
+            return False

@@ -1,0 +1,111 @@
+"""Final results written exactly once: the ``Finals`` port on the ledger table.
+
+Rows of partition ``action:<action id>``: ``final:<hash of the request id>`` (the final result of
+that request's action was claimed or written; several requests can share one action) and
+``dup:<hash>`` (a storm duplicate answered with this action, which gets its own final result from
+the action's).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from .store import TEXT_MAX, TableStore, digest, utc, when
+
+FINAL_CLAIM_TIMEOUT = timedelta(minutes=2)  # a claim whose writer died is taken over after this
+# What a stored final action keeps when MDE's answer is too large for a Table property.
+_ACTION_ESSENTIALS = ("id", "type", "status", "machineId", "computerDnsName", "requestor", "scope")
+
+
+class TableFinals:
+    """Final-result markers and storm duplicates on the ledger table."""
+
+    def __init__(self, store: TableStore) -> None:
+        self._store = store
+
+    def reported(self, action_id: str, request_id: str) -> bool:
+        """Whether the final result of (action, request) was already written."""
+        entity = self._store.get(_partition(action_id), _final_key(request_id))
+        return entity is not None and entity.get("state", "published") == "published"
+
+    def claim(self, action_id: str, request_id: str, now: datetime) -> bool:
+        """Take the right to write the final result of (action, request): exactly one of several
+        racing trackers gets True. A claim whose writer died unpublished is taken over after
+        ``FINAL_CLAIM_TIMEOUT``, so a final result is never lost to a crash."""
+        entity = {
+            "PartitionKey": _partition(action_id),
+            "RowKey": _final_key(request_id),
+            "requestId": request_id,
+            "state": "claimed",
+            "claimedAt": utc(now).isoformat(),
+        }
+        previous = self._store.get(entity["PartitionKey"], entity["RowKey"])
+        if previous is not None:
+            if previous.get("state", "published") == "published":
+                return False
+            claimed_at = when(previous.get("claimedAt"))
+            if claimed_at is not None and utc(now) - claimed_at < FINAL_CLAIM_TIMEOUT:
+                return False
+        return self._store.write(previous, entity)
+
+    def release(self, action_id: str, request_id: str) -> None:
+        """Give a claim back (publishing failed), so the redelivery can write the result."""
+        self._store.delete(_partition(action_id), _final_key(request_id))
+
+    def mark_reported(
+        self, action_id: str, request_id: str, outcome: str, action: Mapping[str, Any], now: datetime
+    ) -> None:
+        """Remember that the final result of (action, request) was written, with the final action
+        (storm duplicates of this request get their own final result from it, without an API call)."""
+        self._store.upsert(
+            {
+                "PartitionKey": _partition(action_id),
+                "RowKey": _final_key(request_id),
+                "requestId": request_id,
+                "state": "published",
+                "outcome": outcome,
+                "action": _action_json(action),
+                "reportedAt": utc(now).isoformat(),
+            }
+        )
+
+    def final_of(self, action_id: str, request_id: str) -> tuple[str, dict[str, Any]] | None:
+        """(outcome, final action) once the final result of (action, request) was written."""
+        entity = self._store.get(_partition(action_id), _final_key(request_id))
+        if entity is None or entity.get("state", "published") != "published":
+            return None
+        return str(entity.get("outcome")), dict(json.loads(entity.get("action") or "{}"))
+
+    def add_duplicate(self, action_id: str, request_id: str, subject: Mapping[str, Any]) -> None:
+        """A storm duplicate answered with this action: it gets the action's final result too."""
+        self._store.upsert(
+            {
+                "PartitionKey": _partition(action_id),
+                "RowKey": "dup:" + digest(request_id, 32),
+                "requestId": request_id,
+                "subject": json.dumps(dict(subject)),
+            }
+        )
+
+    def duplicates(self, action_id: str) -> list[dict[str, Any]]:
+        """The subjects of the storm duplicates recorded for an action."""
+        query = "PartitionKey eq @pk and RowKey ge 'dup:' and RowKey lt 'dup;'"
+        return [dict(json.loads(e["subject"])) for e in self._store.query(query, pk=_partition(action_id))]
+
+
+def _partition(action_id: str) -> str:
+    return f"action:{action_id}"
+
+
+def _final_key(request_id: str) -> str:
+    return "final:" + digest(request_id, 32)
+
+
+def _action_json(action: Mapping[str, Any]) -> str:
+    text = json.dumps(dict(action))
+    if len(text) <= TEXT_MAX:
+        return text
+    return json.dumps({k: action[k] for k in _ACTION_ESSENTIALS if k in action})

@@ -1,0 +1,99 @@
+"""The two entry points: a queue message -> decoded -> routed to its story -> its reply carried out.
+
+Routing: a tracking message is one check of a submitted action (follow-up); an event naming several
+devices is fanned out, one canonical request per device, each with its own retries and result; a
+request is isolated or released. Every message ends in results on the results queue, messages sent
+on, or a failure the host redelivers (on the last delivery the requester is answered first).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import azure.functions as func
+
+from .bootstrap import context
+from .domain import events
+from .domain.messages import decode_body, to_canonical
+from .domain.model import Action, ContainmentRequest
+from .domain.results import Delivery, Subject
+from .domain.tracking import Tracking
+from .errors import PermanentError
+from .usecases.context import Context
+from .usecases.follow_up import follow_up
+from .usecases.isolate import isolate
+from .usecases.outcomes import interrupted, refused
+from .usecases.release import release
+from .usecases.reply import Reply, Send
+from .usecases.respond import respond
+
+logger = logging.getLogger(__name__)
+
+
+def handle_isolation(msg: func.QueueMessage) -> None:
+    """Entry point of ``isolate_fn``."""
+    handle(msg, "Isolate", context())
+
+
+def handle_release(msg: func.QueueMessage) -> None:
+    """Entry point of ``release_fn``."""
+    handle(msg, "Unisolate", context())
+
+
+def handle(msg: func.QueueMessage, action: Action, ctx: Context) -> None:
+    """One queue message of ``action``'s trigger queue, start to finish."""
+    queue = ctx.settings.isolation_queue if action == "Isolate" else ctx.settings.release_queue
+    delivery = Delivery(queue, msg.id or "", msg.dequeue_count or 1)
+    reply = route(msg.get_body(), action, delivery, ctx)
+    try:
+        respond(reply, ctx, delivery)
+    except Exception as e:
+        if reply.failure is not None:
+            raise
+        subject = (
+            reply.results[0].subject if reply.results else Subject.unknown(action, None, _fallback(delivery))
+        )
+        respond(interrupted(subject, e, delivery, ctx), ctx, delivery)
+        raise
+    if reply.failure is not None:
+        raise reply.failure
+
+
+def route(body: bytes, action: Action, delivery: Delivery, ctx: Context) -> Reply:
+    """Which story a message is, and that story's reply."""
+    document: Any = None
+    try:
+        document = decode_body(body)
+        if "tracking" in document:
+            return follow_up(Tracking.from_message(document), delivery, ctx)
+        requests = parse(document, action, _fallback(delivery), ctx)
+    except PermanentError as e:
+        return refused(Subject.unknown(action, document, _fallback(delivery)), e)
+    except Exception as e:  # noqa: BLE001 - transient, or a bug: the host redelivers either way
+        return interrupted(Subject.unknown(action, document, _fallback(delivery)), e, delivery, ctx)
+    if len(requests) > 1:
+        return fan_out(requests)
+    story = isolate if action == "Isolate" else release
+    return story(requests[0], delivery, ctx)
+
+
+def parse(
+    document: dict[str, Any], action: Action, fallback_id: str, ctx: Context
+) -> list[ContainmentRequest]:
+    """An alert event (one request per device) or a release ticket (one request)."""
+    if action == "Isolate":
+        return events.parse_alert_event(document, fallback_id)
+    return [events.parse_release_event(document, fallback_id, ctx.settings.ticket_mappings)]
+
+
+def fan_out(requests: list[ContainmentRequest]) -> Reply:
+    """One event naming several devices: one queue message per device, all with the event's source."""
+    logger.info("event fanned out devices=%d source_id=%s", len(requests), requests[0].source.id)
+    return Reply(sends=tuple(Send(to_canonical(request)) for request in requests))
+
+
+def _fallback(delivery: Delivery) -> str:
+    """The request id of a message that names none: derived from the queue message, so a redelivery
+    derives the same."""
+    return f"msg-{delivery.message_id}"

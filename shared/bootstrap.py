@@ -1,0 +1,72 @@
+"""App settings -> the ports and the use-case context, built once per process (on first use, never
+at import time), even when the first messages arrive together on several worker threads."""
+
+from __future__ import annotations
+
+import functools
+import random
+import threading
+from datetime import UTC, datetime
+
+from azure.core.credentials import TokenCredential
+
+from .adapters.identity import CredentialTokenProvider, managed_identity_credential
+from .adapters.ledger.audit import TableAudit
+from .adapters.ledger.breaker import TableBreaker
+from .adapters.ledger.claims import TableClaims
+from .adapters.ledger.finals import TableFinals
+from .adapters.ledger.store import TableStore, table_client
+from .adapters.mde import MdeClient
+from .adapters.queues import QueueOutbox, StorageQueueSender
+from .ports import Ports
+from .settings import Settings, get_settings
+from .usecases.context import Context
+
+_LOCK = threading.Lock()
+
+
+def context() -> Context:
+    """This process's context."""
+    with _LOCK:
+        return _context()
+
+
+@functools.cache
+def _context() -> Context:
+    return build_context(get_settings())
+
+
+def build_context(settings: Settings) -> Context:
+    """The real adapters for ``settings``: MDE with the managed identity's tokens, the queues and the
+    ledger table in the containment storage account."""
+    credential = managed_identity_credential(settings.azure_client_id)
+    tokens = CredentialTokenProvider(credential, settings.mde_token_scope)
+    mde = MdeClient(
+        settings.mde_api_base_url,
+        tokens,
+        timeout=(settings.http_connect_timeout, settings.http_read_timeout),
+        retries=settings.http_retries,
+    )
+    storage_credential = _storage_credential(settings, credential)
+    store = TableStore(table_client(settings.storage, settings.ledger_table, storage_credential))
+    ports = Ports(
+        mde=mde,
+        claims=TableClaims(store),
+        breaker=TableBreaker(store, settings.isolation_policy.breaker),
+        finals=TableFinals(store),
+        audit=TableAudit(store),
+        outbox=QueueOutbox(StorageQueueSender(settings.storage, storage_credential), settings.results_queue),
+        clock=lambda: datetime.now(UTC),
+        rng=random.Random(),  # noqa: S311 - jitter, not crypto
+    )
+    return Context.of(settings, ports)
+
+
+def _storage_credential(settings: Settings, mde_credential: TokenCredential) -> TokenCredential | None:
+    """None with a connection string; else the storage identity (the MDE one when they are the same)."""
+    if settings.storage.connection_string:
+        return None
+    storage_id = settings.storage.client_id
+    if storage_id == settings.azure_client_id:
+        return mde_credential
+    return managed_identity_credential(storage_id)

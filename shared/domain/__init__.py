@@ -1,0 +1,1 @@
+"""The decision core: values, messages, policy, the breaker's arithmetic, events. Pure: no I/O."""

@@ -1,0 +1,88 @@
+"""The blast-radius breaker's arithmetic: at most N isolations per sliding window (pure; its state
+lives in the ledger, which applies a transition with an ETag-conditional write)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from .policy_config import BreakerPolicy
+
+
+@dataclass(frozen=True)
+class BreakerSlot:
+    """One isolation counted by the breaker."""
+
+    at: datetime
+    request_key: str  # a hash of the request id: a redelivery is not counted twice
+    machine_id: str
+
+
+@dataclass(frozen=True)
+class BreakerState:
+    """The breaker as stored: recent isolations and whether it is open."""
+
+    slots: tuple[BreakerSlot, ...] = ()
+    open: bool = False
+    opened_at: datetime | None = None
+    reset_by: str | None = None
+    reset_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class BreakerResult:
+    """The breaker's answer to one isolation.
+
+    ``taken``: the isolation may be sent. Otherwise it is held: ``opened_at`` says since when the
+    breaker is open. ``count``: isolations in the window (including this one when taken).
+    ``repeat``: this request already held a slot (a redelivery), nothing new was counted.
+    """
+
+    taken: bool
+    count: int
+    limit: int
+    window: timedelta
+    opened_at: datetime | None = None
+    repeat: bool = False
+
+    @property
+    def held(self) -> bool:
+        return not self.taken
+
+    def to_details(self) -> dict[str, Any]:
+        """The breaker's facts for a ``HeldForApproval`` result / audit entry."""
+        return {
+            "breaker": {
+                "count": self.count,
+                "maxIsolations": self.limit,
+                "windowMinutes": self.window.total_seconds() / 60,
+                "openedAt": self.opened_at.isoformat() if self.opened_at else None,
+            }
+        }
+
+
+def take_breaker_slot(
+    state: BreakerState, request_key: str, machine_id: str, now: datetime, breaker: BreakerPolicy
+) -> tuple[BreakerState, BreakerResult]:
+    """The breaker's transition for one isolation: ``(new state, result)``.
+
+    The new state equals ``state`` when nothing needs writing. Open means held until an operator
+    resets it or a full window has passed since it opened (by then every isolation it counted has
+    left the window, so the next one starts a fresh count).
+    """
+    slots = tuple(s for s in state.slots if s.at > now - breaker.window)
+    is_open, opened_at = state.open, state.opened_at
+    if is_open and (opened_at is None or now - opened_at >= breaker.window):
+        is_open, opened_at = False, None
+    limit, window = breaker.max_isolations, breaker.window
+    if any(s.request_key == request_key for s in slots):
+        return state, BreakerResult(True, len(slots), limit, window, repeat=True)
+    if is_open:
+        return state, BreakerResult(False, len(slots), limit, window, opened_at)
+    if len(slots) >= limit:
+        opened = replace(state, slots=slots, open=True, opened_at=now)
+        return opened, BreakerResult(False, len(slots), limit, window, now)
+    slot = BreakerSlot(now, request_key, machine_id)
+    taken = replace(state, slots=(*slots, slot), open=False, opened_at=None)
+    return taken, BreakerResult(True, len(slots) + 1, limit, window)

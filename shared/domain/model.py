@@ -1,0 +1,146 @@
+"""The values every part of the service speaks in: identifiers, requests, machine actions, statuses.
+
+Each fact is defined here once: the identifier patterns, the isolation types, MDE's final statuses
+and the outcome each maps to. See docs/mde-api.md for the MDE side of these facts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from ..errors import InvalidRequest
+
+MACHINE_ID = re.compile(r"[0-9a-f]{40}")  # MDE machine ids, lower-cased
+GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")  # action and client ids
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")  # requestId in the schemas
+DEVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # deviceName in the schemas
+
+Action = Literal["Isolate", "Unisolate"]
+OPPOSITE: dict[Action, Action] = {"Isolate": "Unisolate", "Unisolate": "Isolate"}
+IsolationType = Literal["Full", "Selective", "UnManagedDevice"]
+ISOLATION_TYPES: tuple[IsolationType, ...] = ("Full", "Selective", "UnManagedDevice")
+
+# MDE's final statuses (lower-cased; older docs spell "Canceled") -> the outcome of a final result.
+FINAL_OUTCOMES = {
+    "succeeded": "Succeeded",
+    "failed": "Failed",
+    "timeout": "TimedOut",
+    "cancelled": "Cancelled",
+    "canceled": "Cancelled",
+}
+
+
+def validate_machine_id(value: object) -> str:
+    """A 40-hex MDE machine id, lower-cased; anything else is refused before it nears a URL."""
+    if isinstance(value, str) and MACHINE_ID.fullmatch(value.lower()):
+        return value.lower()
+    raise InvalidRequest("InvalidMachineId", "machineId must be 40 hexadecimal characters")
+
+
+def validate_action_id(value: object) -> str:
+    """A MachineAction id is a GUID."""
+    if isinstance(value, str) and GUID.fullmatch(value):
+        return value
+    raise InvalidRequest("InvalidActionId", "a machine action id must be a GUID")
+
+
+def is_final(status: str) -> bool:
+    """True for a MachineAction status that will not change any more."""
+    return status.lower() in FINAL_OUTCOMES
+
+
+def final_outcome(status: str) -> str | None:
+    """The final outcome for an MDE status, or None while the action is still going."""
+    return FINAL_OUTCOMES.get(status.lower())
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a request came from: the correlation a SIEM or ticket flow matches results on."""
+
+    system: str
+    id: str | None = None
+    url: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"system": self.system, "id": self.id, "url": self.url}
+
+    @classmethod
+    def from_dict(cls, value: object) -> Source:
+        """A source as stored or sent by us; anything unreadable becomes ``unknown``."""
+        data = value if isinstance(value, Mapping) else {}
+        return cls(
+            system=str(data.get("system") or "unknown"),
+            id=_text_or_none(data.get("id")),
+            url=_text_or_none(data.get("url")),
+        )
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class DeviceRef:
+    """How the request names the device; exactly one way is used, in this order of preference."""
+
+    machine_id: str | None = None
+    device_name: str | None = None
+    ip_address: str | None = None
+    timestamp: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ContainmentRequest:
+    """One isolate or unisolate request for one device."""
+
+    action: Action
+    request_id: str
+    source: Source
+    device: DeviceRef
+    comment: str | None = None
+    isolation_type: IsolationType = "Full"
+    severity: str | None = None
+    ticket_id: str | None = None
+    requested_by: str | None = None
+    approved: bool = False
+    attempt: int = 1  # deliveries after a 429 re-enqueue count up from here
+
+
+@dataclass(frozen=True)
+class MachineAction:
+    """A MachineAction as MDE returned it; ``raw`` is carried unchanged into result messages."""
+
+    raw: Mapping[str, Any]
+
+    @property
+    def id(self) -> str:
+        return str(self.raw.get("id", ""))
+
+    @property
+    def type(self) -> str:
+        return str(self.raw.get("type", ""))
+
+    @property
+    def status(self) -> str:
+        return str(self.raw.get("status", ""))
+
+    @property
+    def machine_id(self) -> str:
+        return str(self.raw.get("machineId", ""))
+
+    @property
+    def created(self) -> str:
+        return str(self.raw.get("creationDateTimeUtc", ""))
+
+    @property
+    def comment(self) -> str:
+        return str(self.raw.get("requestorComment") or "")
+
+    @property
+    def is_final(self) -> bool:
+        return is_final(self.status)

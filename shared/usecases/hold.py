@@ -1,0 +1,56 @@
+"""A device claim held while an isolation is decided and posted: given back on the way out, once,
+unless the isolation was submitted, so a request that was skipped, held, refused or throttled never
+blocks the device for the storm window."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+from ..domain.comment import is_ours
+from ..domain.model import ContainmentRequest
+from ..ports import Claim
+from .context import Context
+from .submit import Submission
+
+
+class DeviceHold:
+    """This request's claim on a device (``claim``); ``submitted`` records the isolation and keeps it."""
+
+    def __init__(self, ctx: Context, machine_id: str, request_id: str, claim: Claim, *, real: bool) -> None:
+        self.claim = claim
+        self._ctx = ctx
+        self._machine_id = machine_id
+        self._request_id = request_id
+        self._real = real
+        self.kept = not real
+
+    def submitted(self, submission: Submission, now: datetime) -> None:
+        """The isolation went to MDE: storm duplicates now get its action. The device counts as
+        ours only for an action we created (MDE may answer with an analyst's pending one)."""
+        self.kept = True
+        action = submission.action
+        owned = submission.outcome == "Submitted" or is_ours(action.comment)
+        self._ctx.ports.claims.record_isolation(
+            self._machine_id, self._request_id, action.id, now, owned=owned
+        )
+
+
+@contextmanager
+def hold_device(ctx: Context, machine_id: str, request: ContainmentRequest) -> Iterator[DeviceHold]:
+    """Claim the device for this request (storm de-duplication). A dry run claims nothing: claims
+    and breaker slots are for real isolations only."""
+    now = ctx.ports.clock()
+    if ctx.settings.dry_run:
+        unclaimed = Claim(True, request.request_id, None, "claimed", now)
+        yield DeviceHold(ctx, machine_id, request.request_id, unclaimed, real=False)
+        return
+    window = ctx.settings.isolation_policy.dedupe_window
+    claim = ctx.ports.claims.claim(machine_id, request.request_id, now, window)
+    hold = DeviceHold(ctx, machine_id, request.request_id, claim, real=True)
+    try:
+        yield hold
+    finally:
+        if claim.won and not hold.kept:
+            ctx.ports.claims.abandon(machine_id, request.request_id)

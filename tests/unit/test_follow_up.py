@@ -1,0 +1,93 @@
+"""Following a submitted action on in-memory ports: each check reads once and says what it came to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.errors import MdeThrottled
+from tests.fakes import World, machine, raises, world
+
+PC = "c28460d93e441d30869ebb33920c06acbb6fd75e"
+
+
+def submitted(w: World) -> dict[str, Any]:
+    """Isolate the PC; return the tracking message the function sent itself."""
+    w.mde.add(machine(PC, "ws-fin-0142.contoso.local"))
+    w.deliver({"machineId": PC, "requestId": "req-1", "severity": "High"})
+    (_, tracking, _), *_ = w.outbox.sent
+    w.outbox.sent.clear()
+    return tracking
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [("Succeeded", "Succeeded"), ("Failed", "Failed"), ("TimeOut", "TimedOut"), ("Cancelled", "Cancelled")],
+)
+def test_a_final_status_gives_exactly_one_final_result(status: str, outcome: str) -> None:
+    w = world()
+    tracking = submitted(w)
+    w.mde.complete(w.mde.actions[0]["id"], status)
+    w.deliver(tracking)
+    w.deliver(tracking)  # a redelivered check
+    final = w.outbox.results[1:]
+    assert [(r["outcome"], r["sequence"], r["machineAction"]["status"]) for r in final] == [
+        (outcome, 2, status)
+    ]
+    assert final[0]["isolationType"] == "Full"  # the first result's details are echoed
+    assert w.outbox.sent == []
+
+
+def test_a_check_after_the_final_result_costs_no_api_call() -> None:
+    w = world()
+    tracking = submitted(w)
+    w.mde.complete(w.mde.actions[0]["id"], "Succeeded")
+    w.deliver(tracking)
+    reads = w.mde.count("machineactions")
+    w.deliver(tracking)
+    assert w.mde.count("machineactions") == reads
+
+
+def test_a_pending_action_is_checked_again_later_on_the_schedule() -> None:
+    w = world(TRACKING_SCHEDULE="30,60,120")
+    tracking = submitted(w)
+    w.deliver(tracking)
+    ((_, again, delay),) = w.outbox.sent
+    assert (again["tracking"]["check"], again["tracking"]["lastStatus"], delay) == (2, "Pending", 60)
+    assert len(w.outbox.results) == 1
+
+
+def test_past_the_deadline_tracking_expires_with_the_last_status() -> None:
+    w = world(TRACKING_DEADLINE_HOURS="1")
+    tracking = submitted(w)
+    w.clock.advance(hours=2)
+    w.deliver(tracking)
+    final = w.outbox.results[-1]
+    assert (final["outcome"], final["lastStatus"], final["sequence"]) == ("TrackingExpired", "Pending", 2)
+
+
+def test_a_429_checks_again_no_earlier_than_retry_after_nor_the_schedule() -> None:
+    w = world(TRACKING_SCHEDULE="30,60")
+    tracking = submitted(w)
+    w.mde.fail["machineactions"] = [raises(MdeThrottled, "TooManyRequests", 429, retry_after=90.0)]
+    w.deliver(tracking)
+    ((_, again, delay),) = w.outbox.sent
+    assert again == tracking and delay == 90.0 and len(w.outbox.results) == 1
+
+
+def test_an_action_mde_no_longer_knows_fails_the_stream() -> None:
+    w = world()
+    tracking = submitted(w)
+    w.mde.actions.clear()
+    w.deliver(tracking)
+    final = w.outbox.results[-1]
+    assert (final["outcome"], final["sequence"], final["error"]["code"]) == ("Failed", 2, "ResourceNotFound")
+
+
+def test_a_malformed_tracking_message_is_rejected() -> None:
+    w = world()
+    w.deliver({"tracking": {"action": "Isolate"}})
+    assert [(r["outcome"], r["error"]["code"]) for r in w.outbox.results] == [
+        ("Rejected", "InvalidTrackingMessage")
+    ]
