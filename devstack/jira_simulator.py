@@ -192,8 +192,7 @@ class JiraSimulator:
         self._throttle()
         fault = self.faults.take(method, path)
         if fault is not None:
-            extra = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-            raise JiraError(fault.status, [f"Injected fault ({fault.status})."], headers=extra)
+            raise JiraError(fault.status, [f"Injected fault ({fault.status})."], headers=fault.headers())
         base = f"http://{header(headers, 'Host') or '127.0.0.1'}"
         call = _Call(match.group(1), match.group(2), query, headers, body, account, base)
         with self.lock:

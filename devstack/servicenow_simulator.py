@@ -158,8 +158,7 @@ class ServiceNowSimulator:
         self._throttle()
         fault = self.faults.take(method, path)
         if fault is not None:
-            extra = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-            raise SnError(fault.status, "Injected fault", f"HTTP {fault.status}", extra)
+            raise SnError(fault.status, "Injected fault", f"HTTP {fault.status}", fault.headers())
         params = {k: v[0] for k, v in query.items()}
         call = _Call(version, table, sys_id, params, body, user, f"http://{header(headers, 'Host')}")
         with self.lock:

@@ -107,6 +107,11 @@ class Fault:
     def matches(self, method: str, path: str) -> bool:
         return self.method in ("*", method) and self.path_contains in path
 
+    def headers(self) -> dict[str, str]:
+        """``Retry-After`` when set; a redirect (3xx) points at a login page, as an SSO proxy does."""
+        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
+        return headers | ({"Location": "/login"} if self.status < 400 else {})
+
     def as_json(self) -> dict[str, Any]:
         return {
             "status": self.status,
@@ -121,8 +126,8 @@ def parse_fault(spec: Mapping[str, Any]) -> Fault:
     """``{"status", "count"?, "retryAfter"?, "method"?, "pathContains"?}``; a 429 without
     ``retryAfter`` gets 1 s."""
     status = int(spec["status"])
-    if not 400 <= status <= 599:
-        raise ValueError("status must be 400..599")
+    if not 300 <= status <= 599:
+        raise ValueError("status must be 300..599")
     retry_after = spec.get("retryAfter", 1 if status == 429 else None)
     count = int(spec.get("count", 1))
     if count < 1:
