@@ -1,8 +1,8 @@
-"""The Jira simulator's control API (no auth; JSON in and out). Errors are ``{"error": message}``
-with 400 (bad input) or 404 (no such issue or endpoint).
+"""The Jira simulator's own control endpoints (no auth; JSON in and out), beside the shared ones in
+``devstack.simbase`` (reset: issues, comments and accounts back to the start, seed users kept;
+requests; faults). Errors are ``{"error": message}`` with 400 (bad input) or 404 (no such issue or
+endpoint).
 
-    POST /_control/reset                      issues, comments, requests, faults, rate limit and
-                                              accounts back to the start (seed users kept)
     GET  /_control/users                      every user
     POST /_control/users                      {"accountId", "name"?, "displayName"?, "emailAddress"?,
                                               "emailVisible"?: bool, "active"?} or a list; upsert
@@ -18,9 +18,6 @@ with 400 (bad input) or 404 (no such issue or endpoint).
     POST /_control/issues/{key}/permissions   {"canComment": bool}
     GET  /_control/comments[?issue=KEY]       comments in order: issue, id, author, text, adf,
                                               apiVersion, created
-    GET  /_control/requests                   every API request (Authorization redacted)
-    GET  /_control/faults, POST /_control/faults  {"status", "count"?, "retryAfter"?, "method"?,
-                                              "pathContains"?} or a list
     POST /_control/config                     {"rateLimit": n | null, "rateWindowS"?: seconds}
     POST /_control/accounts                   {"login", "token", "accountId", "pat"?, "forbidden"?}
                                               or a list; upsert by login
@@ -30,13 +27,12 @@ with 400 (bad input) or 404 (no such issue or endpoint).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .jira_store import Account, Issue, jira_time
-from .simkit import ControlNotFound, many, run_control, when
+from .simkit import ControlNotFound, many, when
 
 if TYPE_CHECKING:
     from .jira_simulator import JiraSimulator
@@ -44,18 +40,10 @@ if TYPE_CHECKING:
 _ISSUE_PATH = re.compile(r"/_control/issues/([^/]+)(?:/(transition|history|visibility|permissions))?")
 
 
-def control(
-    sim: JiraSimulator, method: str, path: str, query: Mapping[str, list[str]], raw: bytes
-) -> tuple[int, dict[str, str], Any]:
-    return run_control(sim.lock, lambda: _dispatch(sim, method, path, query, json.loads(raw) if raw else {}))
-
-
-def _dispatch(sim: JiraSimulator, method: str, path: str, query: Mapping[str, list[str]], body: Any) -> Any:
+def control(sim: JiraSimulator, method: str, path: str, query: Mapping[str, list[str]], body: Any) -> Any:
+    """One control call (the simulator's lock is held)."""
     issue_path = _ISSUE_PATH.fullmatch(path)
     match (method, path):
-        case ("POST", "/_control/reset"):
-            sim.reset()
-            return {"reset": True}
         case ("GET", "/_control/users"):
             return [sim.store.render_user(a, sim.url, "3") for a in sim.store.users]
         case ("POST", "/_control/users"):
@@ -66,13 +54,6 @@ def _dispatch(sim: JiraSimulator, method: str, path: str, query: Mapping[str, li
             return [_issue_view(sim, i) for i in issues]
         case ("GET", "/_control/comments"):
             return _comments(sim, query.get("issue", [None])[0])
-        case ("GET", "/_control/requests"):
-            return sim.recorder.entries()
-        case ("GET", "/_control/faults"):
-            return sim.faults.pending()
-        case ("POST", "/_control/faults"):
-            sim.faults.add(body)
-            return sim.faults.pending()
         case ("POST", "/_control/config"):
             sim.rate_limit.configure(body.get("rateLimit"), body.get("rateWindowS"))
             return {"rateLimit": sim.rate_limit.limit, "rateWindowS": sim.rate_limit.window_s}

@@ -47,18 +47,16 @@ import json
 import logging
 import re
 import secrets
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from .jira_control import control
 from .jira_store import CLOUD, COMMENT_MAX_CHARS, DATA_CENTER, Account, Issue, JiraStore, adf_to_text
-from .serving import BackgroundServer, JsonHandler
-from .simkit import Faults, RateLimit, Recorder, basic_credentials, bearer_token, header
+from .simbase import ApiRequest, SimError, TicketSimulator
+from .simkit import basic_credentials, bearer_token, header
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +72,9 @@ SEED_USERS = (
 BOT_ACCOUNT_ID = SEED_USERS[0]["accountId"]
 
 
-class JiraError(Exception):
+class JiraError(SimError):
+    """An answer with Jira's ErrorCollection body."""
+
     def __init__(
         self,
         status: int,
@@ -82,10 +82,7 @@ class JiraError(Exception):
         errors: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(f"{status}: {list(messages)} {dict(errors or {})}")
-        self.status = status
-        self.body: Any = {"errorMessages": list(messages), "errors": dict(errors or {})}
-        self.headers = dict(headers or {})
+        super().__init__(status, {"errorMessages": list(messages), "errors": dict(errors or {})}, headers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,8 +113,10 @@ class _Call:
     base: str
 
 
-class JiraSimulator:
+class JiraSimulator(TicketSimulator):
     """In-process Jira: ``start()`` returns the base URL (no trailing slash); ``stop()``."""
+
+    name = "jira-simulator"
 
     def __init__(
         self,
@@ -128,76 +127,41 @@ class JiraSimulator:
     ) -> None:
         self.deployment = deployment
         self._initial_accounts = [dataclasses.replace(a) for a in accounts or [_default_account(deployment)]]
-        self.clock = clock
-        self.lock = threading.RLock()
-        self.recorder = Recorder(clock)
-        self.faults = Faults()
-        self.rate_limit = RateLimit(clock)
-        self._server = BackgroundServer(_Handler, self, "jira-simulator")
-        self.url = ""
+        super().__init__(clock)
         self.reset()
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self.url = self._server.start(host, port)
-        logger.info("Jira simulator listening url=%s deployment=%s", self.url, self.deployment)
-        return self.url
+    def reset_state(self) -> None:
+        self.store = JiraStore(self.deployment)
+        for user in SEED_USERS:
+            self.store.upsert_user(user)
+        self.accounts = {a.login.lower(): dataclasses.replace(a) for a in self._initial_accounts}
 
-    def stop(self) -> None:
-        self._server.stop()
+    def control(self, method: str, path: str, query: Mapping[str, list[str]], body: Any) -> Any:
+        return control(self, method, path, query, body)
 
-    def reset(self) -> None:
-        with self.lock:
-            self.store = JiraStore(self.deployment)
-            for user in SEED_USERS:
-                self.store.upsert_user(user)
-            self.accounts = {a.login.lower(): dataclasses.replace(a) for a in self._initial_accounts}
-            self.recorder.clear()
-            self.faults.clear()
-            self.rate_limit.reset()
+    def answer_headers(self) -> dict[str, str]:
+        return {"Atl-Traceid" if self.deployment == CLOUD else "X-AREQUESTID": uuid.uuid4().hex}
+
+    def fault_error(self, status: int, headers: dict[str, str]) -> SimError:
+        return JiraError(status, [f"Injected fault ({status})."], headers=headers)
 
     # -- one HTTP request -------------------------------------------------------------------------
 
-    def handle(
-        self, method: str, target: str, headers: Mapping[str, str], body: bytes
-    ) -> tuple[int, dict[str, str], Any]:
-        """Answer one request: (status, extra headers, JSON body)."""
-        url = urlsplit(target)
-        path = unquote(url.path).rstrip("/") or "/"
-        query = parse_qs(url.query, keep_blank_values=True)
-        if path.startswith("/_control/"):
-            return control(self, method, path, query, body)
-        entry = self.recorder.record(method, path, query, headers, body)
-        trace = {"Atl-Traceid" if self.deployment == CLOUD else "X-AREQUESTID": uuid.uuid4().hex}
-        try:
-            status, payload = self._serve(method, path, query, headers, body, entry)
-        except JiraError as e:
-            status, payload, trace = e.status, e.body, trace | e.headers
-        entry["status"] = status
-        return status, trace, payload
-
-    def _serve(
-        self,
-        method: str,
-        path: str,
-        query: dict[str, list[str]],
-        headers: Mapping[str, str],
-        body: bytes,
-        entry: dict[str, Any],
-    ) -> tuple[int, Any]:
-        account = self._authenticate(headers)
-        entry["account"] = account.login
+    def serve(self, request: ApiRequest) -> tuple[int, dict[str, str], Any]:
+        account = self._authenticate(request.headers)
+        request.entry["account"] = account.login
         if account.forbidden:
             raise JiraError(403, ["You do not have permission to access this resource."])
-        route, match = self._route(method, path)
+        route, match = self._route(request.method, request.path)
         self._throttle()
-        fault = self.faults.take(method, path)
-        if fault is not None:
-            raise JiraError(fault.status, [f"Injected fault ({fault.status})."], headers=fault.headers())
-        base = f"http://{header(headers, 'Host') or '127.0.0.1'}"
-        call = _Call(match.group(1), match.group(2), query, headers, body, account, base)
+        self.raise_injected_fault(request.method, request.path)
+        base = f"http://{header(request.headers, 'Host') or '127.0.0.1'}"
+        call = _Call(
+            match.group(1), match.group(2), request.query, request.headers, request.body, account, base
+        )
         with self.lock:
-            result: tuple[int, Any] = getattr(self, route.handler)(call)
-        return result
+            status, payload = getattr(self, route.handler)(call)
+        return status, {}, payload
 
     def _authenticate(self, headers: Mapping[str, str]) -> Account:
         authorization = header(headers, "Authorization")
@@ -346,12 +310,3 @@ def _default_account(deployment: str) -> Account:
     login = "containment-bot@contoso.com" if deployment == CLOUD else "containment-bot"
     pat = secrets.token_urlsafe(24) if deployment == DATA_CENTER else None
     return Account(login, secrets.token_urlsafe(24), BOT_ACCOUNT_ID, pat)
-
-
-class _Handler(JsonHandler):
-    server_version = "devstack-jira/1.0"
-
-    def dispatch(self, method: str) -> None:
-        app: JiraSimulator = self.server.app  # type: ignore[attr-defined]
-        status, headers, payload = app.handle(method, self.path, dict(self.headers.items()), self.read_body())
-        self.send_json(status, payload, headers)

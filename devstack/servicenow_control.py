@@ -1,9 +1,9 @@
-"""The ServiceNow simulator's control API (no auth; JSON in and out), and its seed data. Records
-come back as ``sysparm_display_value=all`` renders them. Errors are ``{"error": message}`` with 400
-(bad input) or 404 (no such record, user or endpoint).
+"""The ServiceNow simulator's own control endpoints (no auth; JSON in and out), beside the shared
+ones in ``devstack.simbase`` (reset: tables back to the seed, ACLs, config and accounts to the
+start; requests; faults), and its seed data. Records come back as ``sysparm_display_value=all``
+renders them. Errors are ``{"error": message}`` with 400 (bad input) or 404 (no such record, user
+or endpoint).
 
-    POST /_control/reset                   tables back to the seed; requests, faults, rate limit,
-                                           ACLs, config and accounts back to the start
     POST /_control/users                   {"user_name", "name"?, "email"?, "sys_id"?} or a list;
                                            upsert by user_name
     POST /_control/cis                     {"name", "sys_class_name"?, "sys_id"?} or a list; upsert
@@ -22,9 +22,6 @@ come back as ``sysparm_display_value=all`` renders them. Errors are ``{"error": 
                                            createdBy, createdOn
     POST /_control/visibility              {"sys_id", "visible": bool} row-level ACL for the
                                            integration user
-    GET  /_control/requests                every API request (Authorization redacted)
-    GET  /_control/faults, POST /_control/faults  {"status", "count"?, "retryAfter"?, "method"?,
-                                           "pathContains"?} or a list
     POST /_control/config                  {"rateLimit": n | null, "rateWindowS"?,
                                            "invalidQueryReturnsNoRows"?: bool, "deniedTables"?: [...]}
     POST /_control/accounts                {"username", "password"} or a list
@@ -32,13 +29,12 @@ come back as ``sysparm_display_value=all`` renders them. Errors are ``{"error": 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .servicenow_store import CHOICES, Record, raw, seed_sys_id
-from .simkit import ControlNotFound, many, run_control, when
+from .simkit import ControlNotFound, many, when
 
 if TYPE_CHECKING:
     from .servicenow_simulator import ServiceNowSimulator
@@ -66,20 +62,9 @@ def seed(sim: ServiceNowSimulator) -> None:
         sim.store.upsert("cmdb_ci", seed_sys_id("cmdb_ci", name), fields, "system", sim.clock())
 
 
-def control(
-    sim: ServiceNowSimulator, method: str, path: str, query: Mapping[str, list[str]], body_raw: bytes
-) -> tuple[int, dict[str, str], Any]:
-    args = {k: v[0] for k, v in query.items()}
-    return run_control(
-        sim.lock, lambda: _dispatch(sim, method, path, args, json.loads(body_raw) if body_raw else {})
-    )
-
-
-def _dispatch(sim: ServiceNowSimulator, method: str, path: str, args: Mapping[str, str], body: Any) -> Any:
+def control(sim: ServiceNowSimulator, method: str, path: str, args: Mapping[str, str], body: Any) -> Any:
+    """One control call (the simulator's lock is held); ``args`` are the first query values."""
     match (method, path):
-        case ("POST", "/_control/reset"):
-            sim.reset()
-            return {"reset": True}
         case ("POST", "/_control/users"):
             return [_upsert_by(sim, "sys_user", "user_name", spec) for spec in many(body)]
         case ("POST", "/_control/cis"):
@@ -100,13 +85,6 @@ def _dispatch(sim: ServiceNowSimulator, method: str, path: str, args: Mapping[st
             sys_id = str(body["sys_id"])
             (sim.store.hidden.discard if body["visible"] else sim.store.hidden.add)(sys_id)
             return {"hidden": sorted(sim.store.hidden)}
-        case ("GET", "/_control/requests"):
-            return sim.recorder.entries()
-        case ("GET", "/_control/faults"):
-            return sim.faults.pending()
-        case ("POST", "/_control/faults"):
-            sim.faults.add(body)
-            return sim.faults.pending()
         case ("POST", "/_control/config"):
             return _configure(sim, body)
         case ("POST", "/_control/accounts"):

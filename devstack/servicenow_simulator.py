@@ -42,17 +42,15 @@ import json
 import logging
 import re
 import secrets
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from .servicenow_control import control, seed
 from .servicenow_query import parse_query
 from .servicenow_store import Record, ServiceNowStore
-from .serving import BackgroundServer, JsonHandler
-from .simkit import Faults, RateLimit, Recorder, basic_credentials, header
+from .simbase import ApiRequest, SimError, TicketSimulator
+from .simkit import basic_credentials, header
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +58,15 @@ _PATH = re.compile(r"/api/now(?:/(v1|v2))?/table/([^/]+)(?:/([^/]+))?")
 INTEGRATION_USER = "svc_containment"
 
 
-class SnError(Exception):
+class SnError(SimError):
+    """An answer with ServiceNow's error body."""
+
     def __init__(
         self, status: int, message: str, detail: str | None, headers: Mapping[str, str] | None = None
     ):
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.body = {"error": {"message": message, "detail": detail}, "status": "failure"}
-        self.headers = dict(headers or {})
+        super().__init__(
+            status, {"error": {"message": message, "detail": detail}, "status": "failure"}, headers
+        )
 
 
 @dataclasses.dataclass
@@ -81,8 +80,10 @@ class _Call:
     base: str
 
 
-class ServiceNowSimulator:
+class ServiceNowSimulator(TicketSimulator):
     """In-process ServiceNow: ``start()`` returns the instance URL (no trailing slash); ``stop()``."""
+
+    name = "servicenow-simulator"
 
     def __init__(
         self,
@@ -91,76 +92,38 @@ class ServiceNowSimulator:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._initial_accounts = dict(accounts or {INTEGRATION_USER: secrets.token_urlsafe(24)})
-        self.clock = clock
-        self.lock = threading.RLock()
-        self.recorder = Recorder(clock)
-        self.faults = Faults()
-        self.rate_limit = RateLimit(clock)
-        self._server = BackgroundServer(_Handler, self, "servicenow-simulator")
-        self.url = ""
+        super().__init__(clock)
         self.reset()
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self.url = self._server.start(host, port)
-        logger.info("ServiceNow simulator listening url=%s", self.url)
-        return self.url
+    def reset_state(self) -> None:
+        self.store = ServiceNowStore()
+        self.accounts = dict(self._initial_accounts)
+        self.denied_tables: set[str] = set()
+        self.invalid_query_returns_no_rows = False
+        seed(self)
 
-    def stop(self) -> None:
-        self._server.stop()
+    def control(self, method: str, path: str, query: Mapping[str, list[str]], body: Any) -> Any:
+        return control(self, method, path, {k: v[0] for k, v in query.items()}, body)
 
-    def reset(self) -> None:
-        with self.lock:
-            self.store = ServiceNowStore()
-            self.accounts = dict(self._initial_accounts)
-            self.denied_tables: set[str] = set()
-            self.invalid_query_returns_no_rows = False
-            seed(self)
-            self.recorder.clear()
-            self.faults.clear()
-            self.rate_limit.reset()
+    def fault_error(self, status: int, headers: dict[str, str]) -> SimError:
+        return SnError(status, "Injected fault", f"HTTP {status}", headers)
 
     # -- one HTTP request -------------------------------------------------------------------------
 
-    def handle(
-        self, method: str, target: str, headers: Mapping[str, str], body: bytes
-    ) -> tuple[int, dict[str, str], Any]:
-        """Answer one request: (status, extra headers, JSON body)."""
-        url = urlsplit(target)
-        path = unquote(url.path).rstrip("/") or "/"
-        query = parse_qs(url.query, keep_blank_values=True)
-        if path.startswith("/_control/"):
-            return control(self, method, path, query, body)
-        entry = self.recorder.record(method, path, query, headers, body)
-        try:
-            user = self._authenticate(headers)
-            entry["account"] = user
-            status, extra, payload = self._serve(method, path, query, headers, body, user)
-        except SnError as e:
-            status, extra, payload = e.status, e.headers, e.body
-        entry["status"] = status
-        return status, extra, payload
-
-    def _serve(
-        self,
-        method: str,
-        path: str,
-        query: dict[str, list[str]],
-        headers: Mapping[str, str],
-        body: bytes,
-        user: str,
-    ) -> tuple[int, dict[str, str], Any]:
-        found = _PATH.fullmatch(path)
+    def serve(self, request: ApiRequest) -> tuple[int, dict[str, str], Any]:
+        user = request.entry["account"] = self._authenticate(request.headers)
+        method = request.method
+        found = _PATH.fullmatch(request.path)
         if found is None:
             raise SnError(400, "Requested URI does not represent any resource", None)
         version, table, sys_id = found.groups()
         if (method, sys_id is None) not in (("GET", True), ("GET", False), ("PATCH", False), ("PUT", False)):
             raise SnError(405, "Method not Supported", f"HTTP method {method} is not supported here")
         self._throttle()
-        fault = self.faults.take(method, path)
-        if fault is not None:
-            raise SnError(fault.status, "Injected fault", f"HTTP {fault.status}", fault.headers())
-        params = {k: v[0] for k, v in query.items()}
-        call = _Call(version, table, sys_id, params, body, user, f"http://{header(headers, 'Host')}")
+        self.raise_injected_fault(method, request.path)
+        params = {k: v[0] for k, v in request.query.items()}
+        base = f"http://{header(request.headers, 'Host')}"
+        call = _Call(version, table, sys_id, params, request.body, user, base)
         with self.lock:
             if table not in self.store.tables:
                 raise SnError(400, f"Invalid table {table}", None)
@@ -257,12 +220,3 @@ def _json_object(body: bytes) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise SnError(400, "Exception while reading request", "The payload is not valid JSON.")
     return parsed
-
-
-class _Handler(JsonHandler):
-    server_version = "devstack-servicenow/1.0"
-
-    def dispatch(self, method: str) -> None:
-        app: ServiceNowSimulator = self.server.app  # type: ignore[attr-defined]
-        status, headers, payload = app.handle(method, self.path, dict(self.headers.items()), self.read_body())
-        self.send_json(status, payload, headers)

@@ -21,12 +21,13 @@ from typing import Any, Literal
 import requests
 
 from ..errors import ConfigError, InvalidRequest
-from .ticket_http import TicketPermanentError, TicketTransport, basic_auth, bearer_auth
+from .ticket_http import TicketPermanentError, TicketTransport, basic_auth, bearer_auth, full_match
 
 # A project key (an uppercase letter, then uppercase letters, digits or underscores), a dash, the
 # issue number; or a numeric issue id.
 ISSUE_KEY = re.compile(r"[A-Z][A-Z0-9_]{1,254}-[1-9][0-9]{0,17}")
 ISSUE_ID = re.compile(r"[1-9][0-9]{0,17}")
+_ISSUE_REF = re.compile(f"{ISSUE_KEY.pattern}|{ISSUE_ID.pattern}")
 # A system field id (status, summary, reporter, fixVersions, ...) or customfield_<number>.
 FIELD_ID = re.compile(r"customfield_[0-9]{1,18}|[a-z][A-Za-z0-9]{0,63}")
 COMMENT_MAX_CHARS = 32767  # Jira's default text field limit
@@ -40,21 +41,17 @@ class JiraIncompleteChangelog(TicketPermanentError):
 
 def validate_issue_key(value: object) -> str:
     """A Jira issue key (``SEC-42``) or numeric id; anything else is refused before any call."""
-    if isinstance(value, str) and (ISSUE_KEY.fullmatch(value) or ISSUE_ID.fullmatch(value)):
-        return value
-    raise InvalidRequest("InvalidJiraIssueKey", "a Jira issue key is PROJECT-123 (or a numeric issue id)")
+    return full_match(
+        _ISSUE_REF, value, "InvalidJiraIssueKey", "a Jira issue key is PROJECT-123 (or a numeric id)"
+    )
 
 
 def validate_field_ids(fields: Sequence[str]) -> list[str]:
     """Field ids, de-duplicated in order; at least one."""
     if isinstance(fields, str) or not fields:
         raise InvalidRequest("InvalidJiraField", "give a sequence of at least one Jira field id")
-    for field in fields:
-        if not isinstance(field, str) or not FIELD_ID.fullmatch(field):
-            raise InvalidRequest(
-                "InvalidJiraField", "a Jira field id is a system field name or customfield_N"
-            )
-    return list(dict.fromkeys(fields))
+    message = "a Jira field id is a system field name or customfield_N"
+    return list(dict.fromkeys(full_match(FIELD_ID, f, "InvalidJiraField", message) for f in fields))
 
 
 def adf_document(text: str) -> dict[str, Any]:

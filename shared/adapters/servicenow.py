@@ -21,7 +21,7 @@ from typing import Any
 import requests
 
 from ..errors import InvalidRequest
-from .ticket_http import TicketBadRequest, TicketTransport, basic_auth
+from .ticket_http import TicketBadRequest, TicketTransport, basic_auth, full_match
 
 TABLE = re.compile(r"[a-z][a-z0-9_]{0,79}")
 NUMBER = re.compile(r"[A-Za-z0-9]{1,40}")
@@ -35,36 +35,26 @@ MAX_PAGES = 50
 
 
 def validate_table(value: object) -> str:
-    if isinstance(value, str) and TABLE.fullmatch(value):
-        return value
-    raise InvalidRequest("InvalidServiceNowTable", "a ServiceNow table name is [a-z][a-z0-9_]{0,79}")
+    return full_match(
+        TABLE, value, "InvalidServiceNowTable", "a ServiceNow table name is [a-z][a-z0-9_]{0,79}"
+    )
 
 
 def validate_number(value: object) -> str:
-    if isinstance(value, str) and NUMBER.fullmatch(value):
-        return value
-    raise InvalidRequest(
-        "InvalidServiceNowNumber", "a ServiceNow record number is 1 to 40 letters and digits"
-    )
+    message = "a ServiceNow record number is 1 to 40 letters and digits"
+    return full_match(NUMBER, value, "InvalidServiceNowNumber", message)
 
 
 def validate_sys_id(value: object) -> str:
-    if isinstance(value, str) and SYS_ID.fullmatch(value):
-        return value
-    raise InvalidRequest(
-        "InvalidServiceNowSysId", "a ServiceNow sys_id is 32 lowercase hexadecimal characters"
-    )
+    message = "a ServiceNow sys_id is 32 lowercase hexadecimal characters"
+    return full_match(SYS_ID, value, "InvalidServiceNowSysId", message)
 
 
 def validate_fields(fields: Sequence[str]) -> list[str]:
     if isinstance(fields, str):
         raise InvalidRequest("InvalidServiceNowField", "give a sequence of field names")
-    for field in fields:
-        if not isinstance(field, str) or not FIELD.fullmatch(field):
-            raise InvalidRequest(
-                "InvalidServiceNowField", "a ServiceNow field name is [a-z][a-z0-9_]*, dot-walked"
-            )
-    return list(dict.fromkeys(fields))
+    message = "a ServiceNow field name is [a-z][a-z0-9_]*, maybe dot-walked"
+    return list(dict.fromkeys(full_match(FIELD, f, "InvalidServiceNowField", message) for f in fields))
 
 
 def value_of(row: dict[str, Any], field: str) -> str | None:

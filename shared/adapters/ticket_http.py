@@ -41,7 +41,7 @@ import requests
 from requests.auth import AuthBase
 from urllib3.exceptions import NewConnectionError
 
-from ..errors import ConfigError, ContainmentError, PermanentError, TransientError
+from ..errors import ConfigError, ContainmentError, InvalidRequest, PermanentError, TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +152,14 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
         except (TypeError, ValueError):
             return None
     return min(MAX_RETRY_AFTER_S, max(0.0, seconds))
+
+
+def full_match(pattern: re.Pattern[str], value: object, code: str, message: str) -> str:
+    """``value`` when the whole of it matches ``pattern``; otherwise ``InvalidRequest(code)``, so
+    nothing else goes near a URL."""
+    if isinstance(value, str) and pattern.fullmatch(value):
+        return value
+    raise InvalidRequest(code, message)
 
 
 def validate_base_url(url: str, setting: str) -> str:

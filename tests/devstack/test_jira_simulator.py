@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +11,7 @@ import requests
 from devstack.control import JiraControl
 from devstack.jira_simulator import BOT_ACCOUNT_ID, JiraSimulator
 from devstack.jira_store import Account
+from tests.fakeclock import FakeClock
 
 EMAIL, TOKEN = "bot@contoso.com", "cloud-api-token-0123456789"
 DC_USER, DC_PASSWORD, PAT = "bot", "dc-password-0123456789", "dc-personal-access-token-0123"
@@ -26,14 +26,6 @@ LABEL_ITEM = {
     "to": None,
     "toString": "x",
 }
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Jira:

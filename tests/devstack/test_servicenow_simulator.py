@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +11,7 @@ import requests
 from devstack.control import ServiceNowControl
 from devstack.servicenow_query import parse_query, split_terms
 from devstack.servicenow_simulator import INTEGRATION_USER, ServiceNowSimulator
+from tests.fakeclock import FakeClock
 
 PASSWORD = "sn-password-0123456789"
 UNAUTHENTICATED = {
@@ -25,14 +25,6 @@ NO_RECORD = {
     },
     "status": "failure",
 }
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Instance:

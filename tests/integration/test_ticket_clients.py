@@ -10,7 +10,6 @@ import json
 import logging
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,6 +22,7 @@ from devstack.stack import LocalStack
 from shared.adapters import JiraClient, ServiceNowClient, TicketApiError, value_of
 from shared.adapters.jira import JiraIncompleteChangelog
 from shared.errors import InvalidRequest
+from tests.fakeclock import FakeClock
 
 pytestmark = pytest.mark.integration
 
@@ -39,14 +39,6 @@ HOSTILE_KEYS = [
     "",
     "SEC-1 ",
 ]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
