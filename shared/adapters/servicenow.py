@@ -114,7 +114,8 @@ class ServiceNowClient:
         rows = self._rows(path, params)
         if not rows:
             return None
-        if value_of(rows[0], "number") != number:
+        # Ignoring case: the docs call query values case-sensitive, an instance's collation may not be.
+        if (value_of(rows[0], "number") or "").upper() != number.upper():
             raise self._ignored_query(path, params, f"asked for {number}, ServiceNow answered another record")
         return rows[0]
 
