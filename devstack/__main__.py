@@ -132,7 +132,9 @@ def up() -> int:
     print("Local stack running. App settings of the local Function App:")
     for key, value in stack.app_settings().items():
         print(f"  {key}={value}")
-    print(f"MDE simulator control API: {stack.mde_url}/_control/requests\nCtrl-C to stop.")
+    print(f"MDE simulator control API: {stack.mde_url}/_control/requests")
+    print(f"Jira simulator control API: {stack.jira_url}/_control/requests")
+    print(f"ServiceNow simulator control API: {stack.servicenow_url}/_control/requests\nCtrl-C to stop.")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         while host.poll() is None:

@@ -13,14 +13,24 @@ logger = logging.getLogger(__name__)
 
 
 class JsonHandler(BaseHTTPRequestHandler):
-    """GET and POST go to ``dispatch(method)``; answers are JSON. The request line is logged at
-    DEBUG only: it holds path and query, never a header (where tokens and secrets travel)."""
+    """GET, POST, PATCH, PUT and DELETE go to ``dispatch(method)``; answers are JSON. The request
+    line is logged at DEBUG only: it holds path and query, never a header (where tokens and secrets
+    travel)."""
 
     def do_GET(self) -> None:
         self.dispatch("GET")
 
     def do_POST(self) -> None:
         self.dispatch("POST")
+
+    def do_PATCH(self) -> None:
+        self.dispatch("PATCH")
+
+    def do_PUT(self) -> None:
+        self.dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self.dispatch("DELETE")
 
     def dispatch(self, method: str) -> None:
         raise NotImplementedError

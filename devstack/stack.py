@@ -1,5 +1,6 @@
-"""The whole local stack in one object: Azurite, the managed-identity endpoint, the MDE simulator,
-and the local Functions host running isolate_fn and release_fn in their own process.
+"""The whole local stack in one object: Azurite, the managed-identity endpoint, the MDE, Jira and
+ServiceNow simulators, and the local Functions host running isolate_fn and release_fn in their own
+process.
 
 Used by the demo (``python -m devstack demo``), ``python -m devstack up`` and the integration tests.
 """
@@ -23,8 +24,12 @@ from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueClient, QueueServiceClient
 
 from .azurite import Azurite
+from .control import JiraControl, ServiceNowControl
 from .identity_endpoint import IdentityEndpoint
+from .jira_simulator import BOT_ACCOUNT_ID, JiraSimulator
+from .jira_store import Account
 from .mde_simulator import MdeSimulator
+from .servicenow_simulator import INTEGRATION_USER, ServiceNowSimulator
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +39,7 @@ RESULTS_QUEUE = "machine-action-results"
 LEDGER_TABLE = "containmentledger"
 # The dev identity's client id (user-assigned); the simulator sees it as the action requestor.
 CLIENT_ID = "7d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+JIRA_USER_EMAIL = "containment-bot@contoso.com"
 
 
 class LocalStack:
@@ -53,6 +59,11 @@ class LocalStack:
         self.mde = MdeSimulator(
             signing_secret=signing_secret, time_scale=time_scale, **dict(simulator_options or {})
         )
+        # Dev-only ticket system credentials, new for every stack.
+        self.jira_api_token = secrets.token_urlsafe(24)
+        self.servicenow_password = secrets.token_urlsafe(24)
+        self.jira = JiraSimulator(accounts=[Account(JIRA_USER_EMAIL, self.jira_api_token, BOT_ACCOUNT_ID)])
+        self.servicenow = ServiceNowSimulator(accounts={INTEGRATION_USER: self.servicenow_password})
         self.host_overrides = dict(host_overrides or {})
         self.extra_settings = dict(settings or {})
         self._hosts: list[subprocess.Popen[bytes]] = []
@@ -63,6 +74,10 @@ class LocalStack:
         self.azurite.start()
         self.identity_url = self.identity.start()
         self.mde_url = self.mde.start()
+        self.jira_url = self.jira.start()
+        self.servicenow_url = self.servicenow.start()
+        self.jira_control = JiraControl(self.jira_url)
+        self.servicenow_control = ServiceNowControl(self.servicenow_url)
         self.create_queues()
         return self
 
@@ -89,6 +104,13 @@ class LocalStack:
             "AZURE_CLIENT_ID": CLIENT_ID,
             "IDENTITY_ENDPOINT": self.identity_url,
             "IDENTITY_HEADER": self.identity.header_secret,
+            "JIRA_BASE_URL": self.jira_url,
+            "JIRA_USER_EMAIL": JIRA_USER_EMAIL,
+            "JIRA_API_TOKEN": self.jira_api_token,
+            "JIRA_API_VERSION": "3",
+            "SERVICENOW_BASE_URL": self.servicenow_url,
+            "SERVICENOW_USERNAME": INTEGRATION_USER,
+            "SERVICENOW_PASSWORD": self.servicenow_password,
         }
         settings.update(
             {f"AzureFunctionsJobHost__extensions__queues__{k}": v for k, v in self.host_overrides.items()}
@@ -136,6 +158,8 @@ class LocalStack:
 
     def stop(self) -> None:
         self.stop_hosts()
+        self.servicenow.stop()
+        self.jira.stop()
         self.mde.stop()
         self.identity.stop()
         self.azurite.close()

@@ -14,6 +14,7 @@ import requests
 
 from devstack.mde_simulator import MdeSimulator
 from devstack.tokens import mint_token
+from tests.fakeclock import FakeClock
 
 pytestmark = pytest.mark.integration
 
@@ -32,19 +33,6 @@ ACTION_FIELDS = {
 }  # fmt: skip
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z")
-
-
-class FakeClock:
-    """Wall-clock seconds that only move when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def token(roles: tuple[str, ...] = ("Machine.Isolate", "Machine.Read.All"), **overrides: Any) -> str:
