@@ -1,4 +1,4 @@
-"""A small client for the MDE machine-action API (see ../shared/mde-api.md).
+"""A small client for the MDE machine-action API (see docs/mde-api.md).
 
 The transport (``_call``) owns the session, the auth header, timeouts and the mapping of error
 responses to typed errors; the endpoint methods only validate identifiers and build paths.

@@ -1,4 +1,4 @@
-"""Which MDE machine a request names (see ../shared/events.md "Resolving a device").
+"""Which MDE machine a request names (see docs/messages.md "Device resolution").
 
 The 40-hex machine id is used as given. A DNS name is looked up exactly (FQDN, case-insensitive; a
 bare host name matches the first label of the records' FQDN), then an IP + timestamp with

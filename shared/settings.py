@@ -22,7 +22,7 @@ from .policy import IsolationPolicy, load_isolation_policy
 
 APP_ROOT = Path(__file__).resolve().parent.parent
 
-# cloud -> (API base URL, app-only token scope). See ../shared/mde-api.md "Hosts and tokens".
+# cloud -> (API base URL, app-only token scope). See docs/mde-api.md "Hosts and tokens".
 CLOUDS: dict[str, tuple[str, str]] = {
     "Commercial": (
         "https://api.security.microsoft.com",

@@ -1,7 +1,7 @@
 """Queue events -> canonical requests (pure: no HTTP, no queue, no clock, no settings reads).
 
 The isolation queue accepts, without configuration, the canonical request and five alert shapes
-(see ``../shared/events.md``); the release queue accepts the canonical release request, Jira and
+(see ``docs/messages.md``); the release queue accepts the canonical release request, Jira and
 ServiceNow tickets, read through a field mapping that is passed in (``TicketMappings``).
 
 Detection is by markers only one shape carries; a document matching none, or more than one, is
