@@ -323,7 +323,7 @@ def test_audit_entries_are_one_partition_per_utc_day_in_time_order(
     ledger.record_decision("req-1", "Isolate", OTHER_PC, skipped, "Skipped", None, None, T0)
     ledger.record_decision("req-3", "Isolate", PC, None, "Submitted", None, None, T0 + timedelta(days=1))
 
-    # Exactly the query the README gives the SOC.
+    # Exactly the query docs/operations.md gives the SOC.
     day = list(table.query_entities("PartitionKey eq 'audit:20261123'"))
     assert [e["requestId"] for e in day] == ["req-1", "req-2"]
     first, second = day
