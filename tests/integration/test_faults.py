@@ -1,4 +1,4 @@
-"""Faults on every side (issue 4): exactly one final result per request, no duplicate MDE action,
+"""Faults on every side: exactly one final result per request, no duplicate MDE action,
 nothing left unaccounted for in the queues."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Safe automatic containment (issue 6): policy, breaker across instances, dry run, release rules."""
+"""Safe automatic containment: policy, breaker across instances, dry run, release rules."""
 
 from __future__ import annotations
 

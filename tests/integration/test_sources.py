@@ -1,4 +1,4 @@
-"""Every supported source, end to end (issues 3 and 9): the fixture corpus and the exact producer
+"""Every supported source, end to end: the fixture corpus and the exact producer
 bodies go through the queue, the local host and the functions to the simulator."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Following actions to their final status with delayed tracking messages (issue 5)."""
+"""Following actions to their final status with delayed tracking messages."""
 
 from __future__ import annotations
 
