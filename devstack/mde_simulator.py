@@ -1,4 +1,4 @@
-"""An MDE machine-action API simulator that follows ../shared/mde-api.md (the contract).
+"""An MDE machine-action API simulator that follows docs/mde-api.md (the contract).
 
 Useful on its own::
 

@@ -1,4 +1,4 @@
-"""The MDE simulator over real HTTP: the behaviours ../shared/mde-api.md describes."""
+"""The MDE simulator over real HTTP: the behaviours docs/mde-api.md describes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Event parsing (shared/events): the fixture corpus, then focused behaviour.
+"""Event parsing (shared/domain/events): the fixture corpus, then focused behaviour.
 
 Every ``tests/fixtures/{events,tickets}/*.json`` payload has a sibling ``*.expected.json``:
 ``{"shape", "requests": [...]}`` (or ``"request"`` for tickets) with the exact devices, comments,

@@ -1,4 +1,4 @@
-"""The MDE client's mapping of responses to typed errors (the table in shared/mde.py).
+"""The MDE client's mapping of responses to typed errors (the table in shared/adapters/mde.py).
 
 The simulator produces these responses too (tests/integration); here each mapping is checked on
 its own, with responses built in memory.

@@ -55,7 +55,7 @@ EXAMPLE = {
     },
 }
 
-# The README's recommended starting policy ("Safety"): it must stay valid.
+# The recommended starting policy of docs/security.md: it must stay valid.
 RECOMMENDED = {
     "minimumSeverity": "High",
     "protected": {
