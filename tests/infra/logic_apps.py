@@ -187,7 +187,9 @@ class Run:
         if kind == "Compose":
             return self.value(inputs)
         if kind == "Query":
-            return [element for element in self.value(inputs["from"]) if self._with_item(element, inputs["where"])]
+            return [
+                element for element in self.value(inputs["from"]) if self._with_item(element, inputs["where"])
+            ]
         if kind == "Select":
             return [self._with_item(element, inputs["select"]) for element in self.value(inputs["from"])]
         if kind == "Http":

@@ -499,14 +499,19 @@ def _busy_incident(hosts: list[dict[str, Any]]) -> dict[str, Any]:
         props["alerts"].append(copy_)
     others: list[dict[str, Any]] = [e for e in props["relatedEntities"] if e["kind"] != "Host"]
     for i in range(120):
-        others.append({
-            "kind": "Process",
-            "properties": {
-                "processId": str(4000 + i),
-                "commandLine": f"powershell.exe -NoProfile -EncodedCommand {'QQB' * 60}{i}",
-                "additionalData": {"ImageFileName": "powershell.exe", "CreationTimeUtc": "2026-11-23T09:58:12Z"},
-            },
-        })
+        others.append(
+            {
+                "kind": "Process",
+                "properties": {
+                    "processId": str(4000 + i),
+                    "commandLine": f"powershell.exe -NoProfile -EncodedCommand {'QQB' * 60}{i}",
+                    "additionalData": {
+                        "ImageFileName": "powershell.exe",
+                        "CreationTimeUtc": "2026-11-23T09:58:12Z",
+                    },
+                },
+            }
+        )
         others.append({"kind": "Ip", "properties": {"address": f"203.0.113.{i % 250}", "friendlyName": "ip"}})
     props["relatedEntities"] = [*others[:3], *hosts, *others[3:]]
     return incident
@@ -521,7 +526,9 @@ def _forward(incident: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     run.run_actions(workflow_actions(tpl, "incidentPlaybook"))
     (request,) = run.http_requests
     assert request["method"] == "POST" and request["uri"] == queue_url
-    sent = re.fullmatch(r"<QueueMessage><MessageText>(.*)</MessageText></QueueMessage>", request["body"], re.S)
+    sent = re.fullmatch(
+        r"<QueueMessage><MessageText>(.*)</MessageText></QueueMessage>", request["body"], re.S
+    )
     assert sent, request["body"][:200]
     stored = ElementTree.fromstring(request["body"]).findtext("MessageText")  # noqa: S314 - built by the replay
     assert stored is not None
