@@ -809,24 +809,97 @@ def test_grant_script_is_valid_bash_and_says_who_must_run_it() -> None:
 # --- deployment entry points ---------------------------------------------------------------------
 
 
-def test_azd_project_deploys_this_folder_as_a_python_function() -> None:
-    text = (ROOT / "azure.yaml").read_text(encoding="utf-8")
-    for line in ("  path: infra", "  api:", "    project: .", "    language: python", "    host: function"):
-        assert re.search(rf"^{re.escape(line)}$", text, re.M), line
+def _yaml(path: Path) -> Any:
+    """A YAML file as data, read by PyYAML in .venv-infra (checkov brings it; the main venv has none)."""
+    if not (VENV_INFRA / "bin" / "python").exists():
+        _missing(".venv-infra is missing: it provides PyYAML")
+    code = "import json, sys, yaml\nprint(json.dumps(yaml.safe_load(open(sys.argv[1], encoding='utf-8'))))"
+    run = subprocess.run(
+        [str(VENV_INFRA / "bin" / "python"), "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(run.stdout)
+
+
+def test_azd_project_deploys_the_staged_package_as_a_python_function() -> None:
+    project = _yaml(ROOT / "azure.yaml")
+    assert project["infra"] == {"provider": "bicep", "path": "infra", "module": "main"}
+    api = project["services"]["api"]
+    assert {k: api[k] for k in ("project", "language", "host", "dist")} == {
+        "project": ".",
+        "language": "python",
+        "host": "function",
+        "dist": "build/functionapp",
+    }
+    # The package is staged before azd zips it: runtime code and the locked requirements.
+    for shell in ("posix", "windows"):
+        assert api["hooks"]["prepackage"][shell]["run"].split()[1:] == ["infra/hooks/stage_package.py"]
     assert "'azd-service-name': 'api'" in (MODULES / "app.bicep").read_text(encoding="utf-8")
 
 
-def test_workflow_logs_in_with_oidc_lints_and_deploys() -> None:
-    text = (ROOT / ".github" / "workflows" / "deploy.yml").read_text(encoding="utf-8")
+def test_azd_older_than_1_18_stops_before_anything_runs() -> None:
+    """azd checks requiredVersions when it loads azure.yaml; the preprovision hook checks again
+    with its own message. 1.17 brought the Bicep the Graph extension needs, 1.18 .funcignore
+    (https://github.com/Azure/azure-dev/blob/main/cli/azd/CHANGELOG.md)."""
+    project = _yaml(ROOT / "azure.yaml")
+    assert project["requiredVersions"] == {"azd": ">= 1.18.0"}
+    hooks_common = (INFRA / "hooks" / "common.py").read_text(encoding="utf-8")
+    assert "AZD_MINIMUM = (1, 18, 0)" in hooks_common
+
+
+def test_azd_runs_the_hooks_around_every_provision() -> None:
+    hooks = _yaml(ROOT / "azure.yaml")["hooks"]
+    for event, script in (("preprovision", "preprovision.py"), ("postprovision", "postprovision.py")):
+        for shell, config in hooks[event].items():
+            assert config["shell"] == {"posix": "sh", "windows": "pwsh"}[shell]
+            interpreter, path, *args = config["run"].split()
+            assert interpreter == {"posix": "python3", "windows": "python"}[shell]
+            assert path == f"infra/hooks/{script}" and args == ["--azd"]
+            assert (ROOT / path).is_file()
+
+
+WORKFLOW = ROOT / ".github" / "workflows" / "deploy.yml"
+
+
+def test_workflow_logs_in_with_oidc_checks_provisions_stages_and_deploys() -> None:
+    text = WORKFLOW.read_text(encoding="utf-8")
     for needle in (
         "id-token: write",
-        "azure/login@",
         "client-id:",
         "tenant-id:",
         "subscription-id:",
         "az bicep build --file infra/main.bicep",
+        'python3 infra/hooks/preprovision.py >> "$GITHUB_ENV"',
         "az deployment group create",
+        "python3 infra/hooks/stage_package.py",
+        "cd build/functionapp && zip -r ../../app.zip .",
         "az functionapp deployment source config-zip",
+        "--build-remote true",
+        "python3 infra/hooks/postprovision.py",
     ):
         assert needle in text, needle
     assert not re.search(r"client-secret|creds:", text), "federated credentials only: no client secret"
+    assert "persist-credentials: false" in text
+
+
+def test_every_action_is_pinned_by_commit_sha() -> None:
+    """A tag can be moved to other code; a commit cannot. The comment names the release."""
+    uses = re.findall(r"^\s*(?:-\s*)?uses:\s*(\S+)(.*)$", WORKFLOW.read_text(encoding="utf-8"), re.M)
+    assert {ref.split("@")[0] for ref, _ in uses} == {"actions/checkout", "azure/login"}
+    for ref, comment in uses:
+        assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", ref), f"{ref}: pin the commit SHA"
+        assert re.fullmatch(r"\s*# v\d+\.\d+\.\d+", comment), f"{ref}: name the release it is"
+
+
+def test_the_first_deployment_retries_while_the_blob_role_propagates() -> None:
+    """The platform uploads the package with the host identity; its role assignment can take
+    minutes to apply (https://learn.microsoft.com/azure/role-based-access-control/troubleshooting)."""
+    workflow = _yaml(WORKFLOW)
+    (deploy,) = [s for s in workflow["jobs"]["deploy"]["steps"] if "config-zip" in s.get("run", "")]
+    script = deploy["run"]
+    assert re.search(r"for attempt in( \d)+; do", script), "a bounded number of attempts"
+    assert "grep -qiE '403|Forbidden|AuthorizationPermissionMismatch' deploy.err || exit 1" in script
+    assert script.rstrip().endswith("exit 1"), "out of attempts: fail"
