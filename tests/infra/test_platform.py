@@ -386,3 +386,32 @@ def test_a_soft_deleted_vault_is_recovered_under_its_name(main: Template, name: 
     env = {"ticket-credentials": "TICKET_CREDENTIALS", "ticket-intake": "TICKET_INTAKE"}[role]
     bicepparam = (INFRA / "main.bicepparam").read_text(encoding="utf-8")
     assert f"param {main_param} = readEnvironmentVariable('{env}_VAULT_CREATE_MODE', 'default')" in bicepparam
+
+
+# --- the deployment guide ------------------------------------------------------------------------
+
+
+def test_the_deploy_guide_walks_both_deployments_and_names_every_pitfall() -> None:
+    guide = (INFRA.parent / "docs" / "deploy.md").read_text(encoding="utf-8")
+    for heading in ("### First deployment", "### Re-deployment", "### Known platform pitfalls"):
+        assert heading in guide, heading
+    assert "**1.18 or newer**" in guide and "1.10" not in guide
+    pitfalls = guide.split("### Known platform pitfalls", 1)[1].split("\n### ", 1)[0]
+    for symptom in (
+        "FtpsState",
+        "UnmatchedPrincipalType",
+        "EntitlementGrant entry already exists",
+        "413",
+        "purge protection",
+        "403",
+        "MissingSubscriptionRegistration",
+        "@Microsoft.KeyVault",
+    ):
+        assert symptom in pitfalls, f"the pitfalls table lacks {symptom}"
+    for row in (line for line in pitfalls.splitlines() if line.startswith("| ") and "---" not in line):
+        assert row.count(" | ") >= 2 and row.split(" | ")[-1].strip(" |"), (
+            f"a pitfall without its remedy: {row}"
+        )
+    for setting in (*PLAIN_SETTINGS, *SECRET_SETTINGS):
+        assert f"`{setting}`" in guide, setting
+    assert "az keyvault secret set --vault-name" in guide
