@@ -8,13 +8,14 @@ hooks need (object id, token type) are read from them.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 AZD_MINIMUM = (1, 18, 0)
@@ -104,10 +105,14 @@ def publish(values: Mapping[str, str], *, in_azd: bool) -> None:
             print(f"{name}={value}")
 
 
-def main_guard(run: Any) -> int:
-    """The one top-level guard: a failed check ends the hook with its message and exit code 1."""
+def hook_main(doc: str, run: Callable[[bool], None], argv: list[str] | None) -> int:
+    """A hook's command line (``--azd``: run as the azd hook) and its one top-level guard: a
+    failed check ends the hook with its message and exit code 1."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--azd", action="store_true", help="run as the azd hook (azd env set)")
+    args = parser.parse_args(argv)
     try:
-        run()
+        run(args.azd)
     except HookError as error:
         note(f"error: {error}")
         return 1

@@ -13,7 +13,6 @@ azd runs it after every provision (azure.yaml) as ``postprovision.py --azd``. In
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -29,7 +28,7 @@ from common import (
     az,
     enabled,
     env,
-    main_guard,
+    hook_main,
     note,
     publish,
     required,
@@ -125,10 +124,7 @@ def run(in_azd: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--azd", action="store_true", help="run as the azd hook: azd env set")
-    args = parser.parse_args(argv)
-    return main_guard(lambda: run(args.azd))
+    return hook_main(__doc__ or "", run, argv)
 
 
 if __name__ == "__main__":

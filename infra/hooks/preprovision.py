@@ -16,7 +16,6 @@ environment with ``azd env set``. Without ``--azd`` (GitHub Actions, the az CLI 
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import subprocess
@@ -35,7 +34,7 @@ from common import (
     azd,
     enabled,
     env,
-    main_guard,
+    hook_main,
     note,
     publish,
     required,
@@ -284,10 +283,7 @@ def run(in_azd: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--azd", action="store_true", help="run as the azd hook: check azd, azd env set")
-    args = parser.parse_args(argv)
-    return main_guard(lambda: run(args.azd))
+    return hook_main(__doc__ or "", run, argv)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import subprocess
 import sys
@@ -18,18 +19,20 @@ GROUP = "rg-mde"
 VAULT_ID = (
     f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}/providers/Microsoft.KeyVault/vaults/kv-tkt-abc"
 )
+
+
+def _hook_module(name: str) -> Any:
+    """A hook script as a module (its directory on sys.path, as when it runs)."""
+    sys.path.insert(0, str(HOOKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(HOOKS))
+
+
+# The subscription of the tests has every provider the hook asks for, Logic Apps included.
 REGISTERED = {
-    namespace: "Registered"
-    for namespace in (
-        "Microsoft.Web",
-        "Microsoft.App",
-        "Microsoft.Storage",
-        "Microsoft.ManagedIdentity",
-        "Microsoft.OperationalInsights",
-        "Microsoft.Insights",
-        "Microsoft.KeyVault",
-        "Microsoft.Logic",
-    )
+    namespace: "Registered" for namespace in (*_hook_module("preprovision").ALWAYS, "Microsoft.Logic")
 }
 VAULTS = "Microsoft.KeyVault/vaults"
 OPERATOR = "0b7a6c2e-1d4f-4a3b-9c8d-7e6f5a4b3c2d"
@@ -371,17 +374,8 @@ def test_no_ticket_system_no_reference_check(azure: FakeAzure) -> None:
 # --- the staged package --------------------------------------------------------------------------
 
 
-def _stage_module() -> Any:
-    sys.path.insert(0, str(HOOKS))
-    try:
-        import stage_package
-    finally:
-        sys.path.remove(str(HOOKS))
-    return stage_package
-
-
 def test_the_package_holds_the_runtime_code_and_the_locked_requirements(tmp_path: Path) -> None:
-    stage = _stage_module()
+    stage = _hook_module("stage_package")
     out = tmp_path / "functionapp"
     entries = stage.stage(ROOT, out)
     assert entries == ["host.json", "isolate_fn", "release_fn", "requirements.txt", "shared"]
@@ -393,7 +387,7 @@ def test_the_package_holds_the_runtime_code_and_the_locked_requirements(tmp_path
 
 
 def test_a_stale_lock_is_refused(tmp_path: Path) -> None:
-    stage = _stage_module()
+    stage = _hook_module("stage_package")
     root = tmp_path / "repo"
     root.mkdir()
     for name in ("host.json", "requirements-deploy.txt"):

@@ -337,8 +337,9 @@ def test_no_template_writes_or_outputs_a_ticket_secret() -> None:
     assert writers == {"ticket-intake.bicep"}
 
 
-def test_the_ticket_credentials_vault_is_rbac_only_and_purge_protected() -> None:
-    tpl = template("ticket-credentials.bicep")
+@pytest.mark.parametrize("name", ["ticket-credentials.bicep", "ticket-intake.bicep"])
+def test_every_vault_is_rbac_only_and_purge_protected(name: str) -> None:
+    tpl = template(name)
     (vault,) = tpl.resources_of_type("Microsoft.KeyVault/vaults").values()
     props = body(vault)["properties"]
     assert props["enableRbacAuthorization"] is True and props["accessPolicies"] == []
