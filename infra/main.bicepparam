@@ -11,9 +11,7 @@ param environmentName = readEnvironmentVariable('AZURE_ENV_NAME', 'mde-containme
 param operatorPrincipalId = readEnvironmentVariable('AZURE_PRINCIPAL_ID', '')
 // azd passes no principal type to a .bicepparam file: the hook works it out from the login
 // (User or ServicePrincipal); AZURE_PRINCIPAL_TYPE set by you wins.
-param operatorPrincipalType = readEnvironmentVariable('AZURE_PRINCIPAL_TYPE', '') != ''
-  ? readEnvironmentVariable('AZURE_PRINCIPAL_TYPE', '')
-  : readEnvironmentVariable('OPERATOR_PRINCIPAL_TYPE', 'User')
+param operatorPrincipalType = readEnvironmentVariable('AZURE_PRINCIPAL_TYPE', '') != '' ? readEnvironmentVariable('AZURE_PRINCIPAL_TYPE', '') : readEnvironmentVariable('OPERATOR_PRINCIPAL_TYPE', 'User')
 
 // The MDE app roles: by default the postprovision hook runs infra/scripts/grant-mde-permissions.sh
 // (GRANT_MDE_PERMISSIONS=true, an admin). The Graph Bicep module is a one-shot opt-in

@@ -408,3 +408,15 @@ def test_the_package_folder_stays_inside_the_repository(tmp_path: Path) -> None:
     )
     assert run.returncode != 0 and "must be inside the repository" in run.stderr
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_every_value_the_hooks_write_is_read_by_the_bicepparam_file() -> None:
+    """A hook-owned name nobody reads would be a check that changes nothing."""
+    common = _hook_module("common")
+    bicepparam = (ROOT / "infra" / "main.bicepparam").read_text(encoding="utf-8")
+    written = {common.OPERATOR_PRINCIPAL_TYPE, common.GRANT_VIA_BICEP, *common.VAULT_CREATE_MODES.values()}
+    for name in written:
+        assert f"readEnvironmentVariable('{name}'" in bicepparam, name
+    # A type set by hand wins over the one the hook works out.
+    line = next(line for line in bicepparam.splitlines() if line.startswith("param operatorPrincipalType = "))
+    assert line.index("'AZURE_PRINCIPAL_TYPE'") < line.index("'OPERATOR_PRINCIPAL_TYPE', 'User'")
