@@ -1,19 +1,26 @@
 // mde-containment: queue-triggered Azure Functions that isolate and release devices through the
 // Microsoft Defender for Endpoint API. Deploys into one resource group:
-//   identity     the user-assigned identity the app runs as (storage, telemetry, MDE tokens)
+//   identities   two user-assigned identities the app runs as: host (its blob containers, the
+//                deployment package, telemetry) and mde (MDE tokens, queues, ledger, secrets)
 //   storage      hardened account: request and result queues (+ poison queues), ledger table,
-//                deployment container; Entra ID only
-//   monitoring   Log Analytics + Application Insights, local auth disabled
-//   rbac         the identity's data roles, each at the narrowest scope
+//                deployment and host containers; Entra ID only
+//   monitoring   Log Analytics + Application Insights, local auth disabled; every module sends
+//                its audit logs (queue and table writes, secret reads, Logic App runs, the
+//                app's logs) to the one workspace
+//   rbac         each identity's data roles, each at the narrowest scope
+//   ticketCredentials the vault holding the Jira / ServiceNow credentials (set by an operator,
+//                read through Key Vault references by the mde identity, per secret)
 //   app          Flex Consumption plan + Python 3.11 Function App with identity-based settings
-//   mdePermissions (optional) the MDE app roles on the WindowsDefenderATP service principal
+//   mdePermissions (optional, one-shot) the MDE app roles with the Graph extension; the default
+//                is scripts/grant-mde-permissions.sh, run by the postprovision hook
 //   operatorAccess (optional) lets one operator post requests and peek at results
 //   sentinelPlaybooks (optional) Sentinel incident and alert playbooks -> isolation-requests
 //   ticketIntake (optional) HTTP intake for Jira / ServiceNow -> release-requests, URL in Key Vault
 //   resultsConsumer (optional) example reader of machine-action-results that comments on incidents
 // Each producer and the consumer runs as its own identity with one role on its one queue
-// (docs/producers.md, "Security: identities and roles"); none of them can use the app's identity.
-// No keys, connection strings or secrets anywhere: every connection is the managed identity.
+// (docs/producers.md, "Security: identities and roles"); none of them can use the app's identities.
+// No keys or connection strings anywhere: every Azure connection is a managed identity. The only
+// secrets are the ticket-system credentials and the intake URL, each in Key Vault.
 
 @description('Environment name: part of every resource name (azd sets it from AZURE_ENV_NAME).')
 @minLength(1)
@@ -53,10 +60,10 @@ param ticketMappings object = {}
 @description('Further app settings, e.g. tuning knobs or AzureFunctionsJobHost__ overrides. Applied last.')
 param appSettingOverrides object = {}
 
-@description('Ceiling on Flex Consumption on-demand instances per function group (see modules/app.bicep for why it is low).')
+@description('Ceiling on Flex Consumption on-demand instances per function group (see modules/app.bicep for why one).')
 @minValue(1)
 @maxValue(1000)
-param maximumInstanceCount int = 40
+param maximumInstanceCount int = 1
 
 @description('Storage replication. Empty: Standard_ZRS where the region has availability zones, else Standard_LRS.')
 @allowed([
@@ -73,8 +80,44 @@ param storageSku string = ''
 @maxValue(730)
 param logRetentionInDays int = 90
 
-@description('Grant the identity Machine.Isolate and Machine.Read.All with the Microsoft Graph extension. Needs an admin deployer (AppRoleAssignment.ReadWrite.All); otherwise run scripts/grant-mde-permissions.sh.')
-param grantMdePermissions bool = false
+@description('Also send storage reads (every queue poll, every ledger read) to Log Analytics. Writes and deletes always go.')
+param logStorageReads bool = false
+
+@description('Grant the MDE identity Machine.Isolate and Machine.Read.All with the Microsoft Graph extension, once. Not re-runnable (the grant cannot be updated): the preprovision hook sets it only while the roles are missing, and the postprovision hook switches it off. Default: scripts/grant-mde-permissions.sh.')
+param grantMdePermissionsWithBicep bool = false
+
+@description('Jira site (https URL) the release path verifies releases with. Empty: Jira not configured.')
+param jiraBaseUrl string = ''
+
+@description('Jira account the API token belongs to (Jira Cloud). Empty with a token: a Data Center personal access token (Bearer).')
+param jiraUserEmail string = ''
+
+@description('Jira REST API version: 3 for Jira Cloud, 2 for Jira Data Center.')
+@allowed([
+  '2'
+  '3'
+])
+param jiraApiVersion string = '3'
+
+@description('ServiceNow instance (https URL) the release path verifies releases with. Empty: ServiceNow not configured.')
+param serviceNowBaseUrl string = ''
+
+@description('ServiceNow account the release path signs in as.')
+param serviceNowUsername string = ''
+
+@description('default, or recover: bring back the ticket-credentials vault that `azd down` soft-deleted (the preprovision hook sets it).')
+@allowed([
+  'default'
+  'recover'
+])
+param ticketCredentialsVaultCreateMode string = 'default'
+
+@description('default, or recover: bring back the ticket-intake vault that `azd down` soft-deleted (the preprovision hook sets it).')
+@allowed([
+  'default'
+  'recover'
+])
+param ticketIntakeVaultCreateMode string = 'default'
 
 @description('Optional object id of an operator (user, group or service principal) allowed to post requests and peek at results.')
 param operatorPrincipalId string = ''
@@ -116,6 +159,17 @@ var releaseQueue = 'release-requests'
 var resultsQueue = 'machine-action-results'
 var ledgerTable = 'containmentledger'
 var deploymentContainer = 'app-package'
+// The Functions host's own containers (leases, keys): created up front, so its roles can be
+// scoped to them.
+var hostContainers = [
+  'azure-webjobs-hosts'
+  'azure-webjobs-secrets'
+]
+var ticketCredentialsVaultName = 'kv-tkt-${resourceToken}'
+var jiraTokenSecretName = 'jira-api-token'
+var serviceNowSecretName = 'servicenow-password'
+var jiraConfigured = !empty(jiraBaseUrl)
+var serviceNowConfigured = !empty(serviceNowBaseUrl)
 
 // Tracking follow-ups, fan-out and 429 retries go back onto the function's own trigger queue.
 var triggerQueues = [
@@ -129,8 +183,17 @@ var sendOnlyQueues = concat([
   resultsQueue
 ], poisonQueues)
 
-module identity 'modules/identity.bicep' = {
-  name: 'identity'
+module hostIdentity 'modules/identity.bicep' = {
+  name: 'host-identity'
+  params: {
+    name: 'id-host-${resourceToken}'
+    location: location
+    tags: allTags
+  }
+}
+
+module mdeIdentity 'modules/identity.bicep' = {
+  name: 'mde-identity'
   params: {
     name: 'id-mde-${resourceToken}'
     location: location
@@ -147,7 +210,10 @@ module storage 'modules/storage.bicep' = {
     queueNames: concat(triggerQueues, sendOnlyQueues)
     ledgerTableName: ledgerTable
     deploymentContainerName: deploymentContainer
+    hostContainerNames: hostContainers
     skuName: storageSku
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+    logStorageReads: logStorageReads
   }
 }
 
@@ -165,8 +231,12 @@ module monitoring 'modules/monitoring.bicep' = {
 module rbac 'modules/rbac.bicep' = {
   name: 'rbac'
   params: {
-    principalId: identity.outputs.principalId
+    hostPrincipalId: hostIdentity.outputs.principalId
+    mdePrincipalId: mdeIdentity.outputs.principalId
     storageAccountName: storage.outputs.name
+    hostContainerNames: concat(hostContainers, [
+      deploymentContainer
+    ])
     triggerQueueNames: triggerQueues
     sendOnlyQueueNames: sendOnlyQueues
     ledgerTableName: ledgerTable
@@ -174,21 +244,39 @@ module rbac 'modules/rbac.bicep' = {
   }
 }
 
+module ticketCredentials 'modules/ticket-credentials.bicep' = {
+  name: 'ticket-credentials'
+  params: {
+    vaultName: ticketCredentialsVaultName
+    location: location
+    tags: allTags
+    createMode: ticketCredentialsVaultCreateMode
+    readerPrincipalId: mdeIdentity.outputs.principalId
+    jiraConfigured: jiraConfigured
+    serviceNowConfigured: serviceNowConfigured
+    jiraTokenSecretName: jiraTokenSecretName
+    serviceNowSecretName: serviceNowSecretName
+    operatorPrincipalId: operatorPrincipalId
+    operatorPrincipalType: operatorPrincipalType
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+  }
+}
+
 var appSettings = {
-  // Functions host storage (leases, keys): Entra ID through the identity, no connection string.
+  // Functions host storage (leases, keys): Entra ID through the host identity, no connection string.
   AzureWebJobsStorage__blobServiceUri: storage.outputs.blobEndpoint
   AzureWebJobsStorage__credential: 'managedidentity'
-  AzureWebJobsStorage__clientId: identity.outputs.clientId
+  AzureWebJobsStorage__clientId: hostIdentity.outputs.clientId
   // Telemetry with Entra auth: the connection string only names the endpoint, it is no secret.
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
-  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identity.outputs.clientId}'
-  // Queue triggers, results publisher and ledger.
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${hostIdentity.outputs.clientId}'
+  // Queue triggers, results publisher and ledger: the MDE identity.
   CONTAINMENT_STORAGE__queueServiceUri: storage.outputs.queueEndpoint
   CONTAINMENT_STORAGE__tableServiceUri: storage.outputs.tableEndpoint
   CONTAINMENT_STORAGE__credential: 'managedidentity'
-  CONTAINMENT_STORAGE__clientId: identity.outputs.clientId
-  // MDE tokens come from the same identity.
-  AZURE_CLIENT_ID: identity.outputs.clientId
+  CONTAINMENT_STORAGE__clientId: mdeIdentity.outputs.clientId
+  // MDE tokens come from the same identity, which also resolves the Key Vault references.
+  AZURE_CLIENT_ID: mdeIdentity.outputs.clientId
   ISOLATION_QUEUE: isolationQueue
   RELEASE_QUEUE: releaseQueue
   RESULTS_QUEUE: resultsQueue
@@ -208,6 +296,16 @@ var appSettings = {
   TRACKING_DEADLINE_HOURS: ''
   DEVICE_OFFLINE_AFTER_MINUTES: ''
   DEVICE_CACHE_SECONDS: ''
+  // Ticket systems the release path verifies every release with. The token and the password are
+  // Key Vault references (resolved by the platform with the MDE identity), set only once their
+  // system is configured; an operator puts the values in the vault (docs/deploy.md).
+  JIRA_BASE_URL: jiraBaseUrl
+  JIRA_USER_EMAIL: jiraUserEmail
+  JIRA_API_TOKEN: jiraConfigured ? '@Microsoft.KeyVault(VaultName=${ticketCredentialsVaultName};SecretName=${jiraTokenSecretName})' : ''
+  JIRA_API_VERSION: jiraApiVersion
+  SERVICENOW_BASE_URL: serviceNowBaseUrl
+  SERVICENOW_USERNAME: serviceNowUsername
+  SERVICENOW_PASSWORD: serviceNowConfigured ? '@Microsoft.KeyVault(VaultName=${ticketCredentialsVaultName};SecretName=${serviceNowSecretName})' : ''
 }
 
 module app 'modules/app.bicep' = {
@@ -217,21 +315,25 @@ module app 'modules/app.bicep' = {
     planName: 'plan-mde-${resourceToken}'
     location: location
     tags: allTags
-    identityId: identity.outputs.id
+    hostIdentityId: hostIdentity.outputs.id
+    mdeIdentityId: mdeIdentity.outputs.id
     deploymentContainerUrl: storage.outputs.deploymentContainerUrl
     appSettings: union(appSettings, appSettingOverrides)
     maximumInstanceCount: maximumInstanceCount
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
   }
-  // The host starts as soon as the app exists: its roles must be in place first.
+  // The host starts as soon as the app exists: its roles, and the MDE identity's grants on the
+  // secrets its settings refer to, must be in place first.
   dependsOn: [
     rbac
+    ticketCredentials
   ]
 }
 
-module mdePermissions 'modules/mde-permissions.bicep' = if (grantMdePermissions) {
+module mdePermissions 'modules/mde-permissions.bicep' = if (grantMdePermissionsWithBicep) {
   name: 'mde-permissions'
   params: {
-    principalId: identity.outputs.principalId
+    principalId: mdeIdentity.outputs.principalId
   }
 }
 
@@ -260,6 +362,7 @@ module sentinelPlaybooks 'modules/sentinel-playbook.bicep' = if (deploySentinelP
     storageAccountName: storage.outputs.name
     queueName: isolationQueue
     sentinelAutomationPrincipalId: sentinelAutomationPrincipalId
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
   }
 }
 
@@ -276,6 +379,8 @@ module ticketIntake 'modules/ticket-intake.bicep' = if (deployTicketIntake) {
     keyVaultAllowedIpRanges: keyVaultAllowedIpRanges
     urlReaderPrincipalId: operatorPrincipalId
     urlReaderPrincipalType: operatorPrincipalType
+    keyVaultCreateMode: ticketIntakeVaultCreateMode
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
   }
 }
 
@@ -287,6 +392,7 @@ module resultsConsumer 'modules/results-consumer.bicep' = if (deployResultsConsu
     tags: allTags
     storageAccountName: storage.outputs.name
     queueName: resultsQueue
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
   }
 }
 
@@ -294,10 +400,15 @@ output AZURE_LOCATION string = location
 output AZURE_FUNCTION_APP_NAME string = app.outputs.name
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
-output AZURE_MANAGED_IDENTITY_NAME string = identity.outputs.name
-output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
-output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output AZURE_MANAGED_IDENTITY_NAME string = mdeIdentity.outputs.name
+output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = mdeIdentity.outputs.principalId
+output AZURE_MANAGED_IDENTITY_CLIENT_ID string = mdeIdentity.outputs.clientId
+output AZURE_HOST_IDENTITY_NAME string = hostIdentity.outputs.name
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName
+output LOG_ANALYTICS_WORKSPACE_ID string = monitoring.outputs.workspaceId
+output TICKET_CREDENTIALS_KEY_VAULT_NAME string = ticketCredentials.outputs.name
+output JIRA_TOKEN_SECRET_NAME string = jiraTokenSecretName
+output SERVICENOW_SECRET_NAME string = serviceNowSecretName
 output ISOLATION_QUEUE string = isolationQueue
 output RELEASE_QUEUE string = releaseQueue
 output RESULTS_QUEUE string = resultsQueue

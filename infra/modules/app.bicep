@@ -1,5 +1,9 @@
-// Flex Consumption plan (FC1) + Linux Function App, Python 3.11, running as the user-assigned
-// identity. The deployment package lives in a blob container the identity reads with Entra auth.
+// Flex Consumption plan (FC1) + Linux Function App, Python 3.11, running as two user-assigned
+// identities: the host identity reads the deployment package and keeps the host's blobs; the MDE
+// identity is the app's (queues, ledger, MDE tokens) and resolves the Key Vault references.
+// Flex Consumption refuses a list of site properties and app settings that other plans take
+// (ftpsState, alwaysOn, FUNCTIONS_WORKER_RUNTIME, WEBSITE_RUN_FROM_PACKAGE, ...): none is set
+// here, and tests/infra checks the template against Microsoft's list.
 
 @description('Function App name (also its default host name).')
 param name string
@@ -13,8 +17,11 @@ param location string
 @description('Tags for the plan and the app.')
 param tags object
 
-@description('Resource id of the user-assigned identity the app runs as.')
-param identityId string
+@description('Resource id of the host identity: deployment package, AzureWebJobsStorage, telemetry.')
+param hostIdentityId string
+
+@description('Resource id of the MDE identity: the app\'s own (queues, ledger, MDE) and Key Vault references.')
+param mdeIdentityId string
 
 @description('URL of the blob container holding the deployment package.')
 param deploymentContainerUrl string
@@ -22,18 +29,15 @@ param deploymentContainerUrl string
 @description('App settings (name -> value), complete: the deployment replaces whatever was set before.')
 param appSettings object
 
-// Why low: MDE allows 100 calls per minute and 1,500 per hour per API, whatever our scale. Each
-// instance already runs up to batchSize + newBatchThreshold = 4 + 2 = 6 messages per queue at once
-// (host.json), and each message costs a few MDE calls (resolve, check pending, act): one instance
-// per function can exhaust the minute budget, and every extra instance only adds 429s. The limit
-// applies per function group (isolate_fn and release_fn scale separately).
-// Flex Consumption accepts values below 40 only in a few regions today, so 40 is the default: the
-// lowest value accepted everywhere, instead of the tooling default of 100. The app's own 429
-// handling (Retry-After re-enqueue) absorbs the rest. Lower it where your region allows.
-@description('Ceiling on on-demand instances per function group. See the comment above for why it is low.')
+// Why one: MDE's per-minute and per-hour call limits are the bottleneck, not compute. One
+// instance drains an alert storm at the pace those limits allow, and the app spends its MDE
+// budget per process: a second instance of a function only doubles the calls attempted and
+// buys 429s. The limit applies per function group, and each queue-triggered function is its
+// own group, so isolate_fn and release_fn each get one instance (docs/deploy.md has the figures).
+@description('Ceiling on on-demand instances per function group (each queue-triggered function is its own group). See the comment above for why one.')
 @minValue(1)
 @maxValue(1000)
-param maximumInstanceCount int = 40
+param maximumInstanceCount int = 1
 
 @description('Memory per instance. 2048 MB is plenty: the work is I/O-bound HTTP calls.')
 @allowed([
@@ -42,6 +46,9 @@ param maximumInstanceCount int = 40
   4096
 ])
 param instanceMemoryMB int = 2048
+
+@description('Resource id of the Log Analytics workspace that receives the app\'s logs (FunctionAppLogs).')
+param logAnalyticsWorkspaceId string
 
 @description('Python version of the Functions runtime.')
 @allowed([
@@ -73,12 +80,15 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   identity: {
     type: 'UserAssigned'
     userAssignedIdentities: {
-      '${identityId}': {}
+      '${hostIdentityId}': {}
+      '${mdeIdentityId}': {}
     }
   }
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // Key Vault references resolve with the MDE identity (the only one granted the secrets).
+    keyVaultReferenceIdentity: mdeIdentityId
     functionAppConfig: {
       deployment: {
         storage: {
@@ -86,7 +96,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           value: deploymentContainerUrl
           authentication: {
             type: 'UserAssignedIdentity'
-            userAssignedIdentityResourceId: identityId
+            userAssignedIdentityResourceId: hostIdentityId
           }
         }
       }
@@ -102,7 +112,6 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
       appSettings: [
         for setting in items(appSettings): {
@@ -128,6 +137,20 @@ resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@
   name: 'scm'
   properties: {
     allow: false
+  }
+}
+
+resource appLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: site
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'FunctionAppLogs'
+        enabled: true
+      }
+    ]
   }
 }
 

@@ -1,5 +1,8 @@
-// The one identity the Function App runs as: storage, Application Insights and the MDE API all
-// see this principal, so every grant in rbac.bicep and mde-permissions.bicep targets it.
+// A user-assigned identity of the Function App. main.bicep creates two, so that neither holds
+// the other's rights:
+//   host   the Functions host: its blob containers, the deployment package, telemetry
+//   mde    the app: MDE tokens, the request, result and ledger stores, the ticket-system secrets
+// rbac.bicep grants each one its roles; mde-permissions.bicep and the grant script target mde.
 
 @description('Name of the user-assigned managed identity.')
 param name string

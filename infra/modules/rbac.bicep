@@ -1,21 +1,31 @@
-// Data-plane roles for the app's identity, each at the narrowest scope that works:
+// Data-plane roles for the Function App's two identities, each at the narrowest scope that works.
+// The host identity (the Functions host itself):
+//   host containers   Storage Blob Data Owner on each container the host uses (leases, keys) and
+//                     on the deployment container (the platform reads the package from it), not
+//                     on the account: no other blob is reachable
+//   App Insights      Monitoring Metrics Publisher: telemetry with Entra auth (local auth is off)
+// The MDE identity (the app's code: MDE tokens, queues, ledger):
 //   trigger queues    Storage Queue Data Reader + Message Processor (the queue trigger peeks,
 //                     reads, deletes), and Message Sender (the pipeline re-enqueues fan-out,
 //                     429 retries and tracking follow-ups on its own trigger queue)
 //   results, poison   Storage Queue Data Message Sender (result messages; the host moves a
 //                     message that failed maxDequeueCount times to <queue>-poison)
 //   ledger table      Storage Table Data Contributor
-//   whole account     Storage Blob Data Owner: the host keeps leases and keys in containers it
-//                     creates itself, and the deployment package is read from a container
-//   App Insights      Monitoring Metrics Publisher: telemetry with Entra auth (local auth is off)
+// The ticket-system secrets are granted to the MDE identity in ticket-credentials.bicep, per secret.
 // Built-in role definition ids are fixed by Azure and documented; names use guid() so a
 // redeployment finds the same assignment instead of failing on a duplicate.
 
-@description('Object (principal) id of the user-assigned identity the app runs as.')
-param principalId string
+@description('Object (principal) id of the host identity (AzureWebJobsStorage, deployment, telemetry).')
+param hostPrincipalId string
+
+@description('Object (principal) id of the MDE identity (queues, ledger, MDE tokens).')
+param mdePrincipalId string
 
 @description('Storage account holding the queues, the ledger table and the host blobs.')
 param storageAccountName string
+
+@description('Blob containers the host identity owns: the host\'s own and the deployment container.')
+param hostContainerNames array
 
 @description('Queues that trigger a function.')
 param triggerQueueNames array
@@ -43,6 +53,18 @@ var sendQueueNames = concat(triggerQueueNames, sendOnlyQueueNames)
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource hostContainers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = [
+  for containerName in hostContainerNames: {
+    parent: blobService
+    name: containerName
+  }
+]
 
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' existing = {
   parent: storage
@@ -77,13 +99,39 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
 }
 
+// --- the host identity ---------------------------------------------------------------------------
+
+resource hostBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for (containerName, i) in hostContainerNames: {
+    name: guid(hostContainers[i].id, hostPrincipalId, roles.blobDataOwner)
+    scope: hostContainers[i]
+    properties: {
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataOwner)
+      principalId: hostPrincipalId
+      principalType: 'ServicePrincipal'
+    }
+  }
+]
+
+resource hostMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, hostPrincipalId, roles.monitoringMetricsPublisher)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+    principalId: hostPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// --- the MDE identity ----------------------------------------------------------------------------
+
 resource triggerQueueReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
   for (queueName, i) in triggerQueueNames: {
-    name: guid(triggerQueues[i].id, principalId, roles.queueDataReader)
+    name: guid(triggerQueues[i].id, mdePrincipalId, roles.queueDataReader)
     scope: triggerQueues[i]
     properties: {
       roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.queueDataReader)
-      principalId: principalId
+      principalId: mdePrincipalId
       principalType: 'ServicePrincipal'
     }
   }
@@ -91,11 +139,11 @@ resource triggerQueueReader 'Microsoft.Authorization/roleAssignments@2022-04-01'
 
 resource triggerQueueProcessor 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
   for (queueName, i) in triggerQueueNames: {
-    name: guid(triggerQueues[i].id, principalId, roles.queueDataMessageProcessor)
+    name: guid(triggerQueues[i].id, mdePrincipalId, roles.queueDataMessageProcessor)
     scope: triggerQueues[i]
     properties: {
       roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.queueDataMessageProcessor)
-      principalId: principalId
+      principalId: mdePrincipalId
       principalType: 'ServicePrincipal'
     }
   }
@@ -103,42 +151,22 @@ resource triggerQueueProcessor 'Microsoft.Authorization/roleAssignments@2022-04-
 
 resource queueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
   for (queueName, i) in sendQueueNames: {
-    name: guid(sendQueues[i].id, principalId, roles.queueDataMessageSender)
+    name: guid(sendQueues[i].id, mdePrincipalId, roles.queueDataMessageSender)
     scope: sendQueues[i]
     properties: {
       roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.queueDataMessageSender)
-      principalId: principalId
+      principalId: mdePrincipalId
       principalType: 'ServicePrincipal'
     }
   }
 ]
 
 resource ledgerContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(ledgerTable.id, principalId, roles.tableDataContributor)
+  name: guid(ledgerTable.id, mdePrincipalId, roles.tableDataContributor)
   scope: ledgerTable
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor)
-    principalId: principalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, principalId, roles.blobDataOwner)
-  scope: storage
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataOwner)
-    principalId: principalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(appInsights.id, principalId, roles.monitoringMetricsPublisher)
-  scope: appInsights
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
-    principalId: principalId
+    principalId: mdePrincipalId
     principalType: 'ServicePrincipal'
   }
 }

@@ -11,7 +11,8 @@
 // Roles: Storage Queue Data Reader + Message Processor on machine-action-results only (here), and
 // Microsoft Sentinel Responder on the Sentinel workspace (granted where the workspace lives, see
 // docs/producers.md: it is usually another resource group). Queue calls use the HTTP action with
-// the identity's token for the same reason as the producers: shared keys are disabled.
+// the identity's token for the same reason as the producers: shared keys are disabled. Its runs
+// (WorkflowRuntime) go to Log Analytics.
 
 @description('Name of the results consumer Logic App.')
 param workflowName string
@@ -27,6 +28,9 @@ param storageAccountName string
 
 @description('The results queue.')
 param queueName string
+
+@description('Resource id of the Log Analytics workspace that receives the run history.')
+param logAnalyticsWorkspaceId string
 
 @description('Minutes between two polls of the queue.')
 @minValue(1)
@@ -263,6 +267,20 @@ resource consumerProcessor 'Microsoft.Authorization/roleAssignments@2022-04-01' 
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.queueDataMessageProcessor)
     principalId: consumer.identity.principalId
     principalType: 'ServicePrincipal'
+  }
+}
+
+resource consumerRuns 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: consumer
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'WorkflowRuntime'
+        enabled: true
+      }
+    ]
   }
 }
 

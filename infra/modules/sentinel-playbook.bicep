@@ -1,9 +1,14 @@
 // Optional: two Microsoft Sentinel playbooks (Consumption Logic Apps) that put what Sentinel hands
-// them, unchanged, onto the isolation-requests queue. The function parses Sentinel's shapes itself.
+// them onto the isolation-requests queue. The function parses Sentinel's shapes itself.
 //   incident playbook   trigger "Microsoft Sentinel incident": an automation rule runs it when an
-//                       incident is created (docs/producers.md says which rule)
+//                       incident is created (docs/producers.md says which rule). It forwards only
+//                       what isolation needs, in the trigger body's own shape: the incident's id,
+//                       name, number, title, severity, URL and its Host entities, each cut to the
+//                       names the function reads. The whole body of an incident with many alerts
+//                       and entities exceeds the 64 KiB a queue message may hold.
 //   alert playbook      trigger "Microsoft Sentinel alert": an automation rule on alert creation or
-//                       an analytics rule's automated response runs it
+//                       an analytics rule's automated response runs it; it forwards the alert
+//                       as it came
 // Each playbook runs as its own system-assigned identity, which gets Storage Queue Data Message
 // Sender on the isolation-requests queue and nothing else: it can add messages to that one queue,
 // not read, delete or touch anything else. Neither playbook calls Sentinel, so neither identity
@@ -14,8 +19,8 @@
 // shared keys, and the connector documents connections by account key or by a signed-in user's
 // Entra ID, not by the playbook's own identity. The Queue service's Put Message call wants the text inside
 // <QueueMessage><MessageText>; escaping &, < and > is all XML needs there (the JSON text has no
-// raw control characters), and the queue stores the unescaped text: the message is the trigger
-// body's JSON, as plain text, which the function reads without base64.
+// raw control characters), and the queue stores the unescaped text: the message is JSON, as plain
+// text, which the function reads without base64. Both playbooks' runs go to Log Analytics.
 
 @description('Name of the incident playbook (Logic App).')
 param incidentPlaybookName string
@@ -37,6 +42,9 @@ param storageAccountName string
 
 @description('The one queue the playbooks may write to.')
 param queueName string
+
+@description('Resource id of the Log Analytics workspace that receives the playbooks\' run history.')
+param logAnalyticsWorkspaceId string
 
 @description('Object id of Microsoft Sentinel\'s service principal ("Azure Security Insights", appId 98785600-1bb7-4fb9-b9fa-19afe2c8a360) in this tenant. Set it to let automation rules run these playbooks (Microsoft Sentinel Automation Contributor on this resource group). Empty: grant it in Sentinel (Settings, Playbook permissions) instead.')
 param sentinelAutomationPrincipalId string = ''
@@ -114,22 +122,92 @@ var sentinelConnectionReference = {
   name: '@parameters(\'$connections\')[\'azuresentinel\'][\'connectionId\']'
 }
 
-// The trigger body, unchanged, as the text of one message (Queue service Put Message).
+var putMessageInputs = {
+  method: 'POST'
+  uri: '@parameters(\'queueMessagesUrl\')'
+  headers: {
+    'x-ms-version': '2021-12-02'
+    'Content-Type': 'application/xml; charset=utf-8'
+  }
+  authentication: {
+    type: 'ManagedServiceIdentity'
+    audience: 'https://storage.azure.com/'
+  }
+}
+
+// The alert trigger's body, unchanged, as the text of one message (Queue service Put Message).
 var putMessage = {
   type: 'Http'
   runAfter: {}
-  inputs: {
-    method: 'POST'
-    uri: '@parameters(\'queueMessagesUrl\')'
-    headers: {
-      'x-ms-version': '2021-12-02'
-      'Content-Type': 'application/xml; charset=utf-8'
-    }
+  inputs: union(putMessageInputs, {
     body: '<QueueMessage><MessageText>@{replace(replace(replace(string(triggerBody()), \'&\', \'&amp;\'), \'<\', \'&lt;\'), \'>\', \'&gt;\')}</MessageText></QueueMessage>'
-    authentication: {
-      type: 'ManagedServiceIdentity'
-      audience: 'https://storage.azure.com/'
+  })
+}
+
+// The incident, cut to what isolation needs. Sentinel's relatedEntities, Host kind only, each
+// cut to the names the function reads (the MDE device id first, then the DNS names).
+var incidentActions = {
+  Host_entities: {
+    type: 'Query'
+    runAfter: {}
+    inputs: {
+      from: '@coalesce(triggerBody()?[\'object\']?[\'properties\']?[\'relatedEntities\'], createArray())'
+      where: '@equals(toLower(string(item()?[\'kind\'])), \'host\')'
     }
+  }
+  Hosts: {
+    type: 'Select'
+    runAfter: {
+      Host_entities: [
+        'Succeeded'
+      ]
+    }
+    inputs: {
+      from: '@body(\'Host_entities\')'
+      select: {
+        kind: '@item()?[\'kind\']'
+        properties: {
+          hostName: '@item()?[\'properties\']?[\'hostName\']'
+          dnsDomain: '@item()?[\'properties\']?[\'dnsDomain\']'
+          additionalData: {
+            MdatpDeviceId: '@item()?[\'properties\']?[\'additionalData\']?[\'MdatpDeviceId\']'
+            DeviceDnsName: '@item()?[\'properties\']?[\'additionalData\']?[\'DeviceDnsName\']'
+          }
+        }
+      }
+    }
+  }
+  Incident_for_isolation: {
+    type: 'Compose'
+    runAfter: {
+      Hosts: [
+        'Succeeded'
+      ]
+    }
+    inputs: {
+      object: {
+        id: '@triggerBody()?[\'object\']?[\'id\']'
+        name: '@triggerBody()?[\'object\']?[\'name\']'
+        properties: {
+          incidentNumber: '@triggerBody()?[\'object\']?[\'properties\']?[\'incidentNumber\']'
+          title: '@triggerBody()?[\'object\']?[\'properties\']?[\'title\']'
+          severity: '@triggerBody()?[\'object\']?[\'properties\']?[\'severity\']'
+          incidentUrl: '@triggerBody()?[\'object\']?[\'properties\']?[\'incidentUrl\']'
+          relatedEntities: '@body(\'Hosts\')'
+        }
+      }
+    }
+  }
+  Put_message_on_isolation_requests: {
+    type: 'Http'
+    runAfter: {
+      Incident_for_isolation: [
+        'Succeeded'
+      ]
+    }
+    inputs: union(putMessageInputs, {
+      body: '<QueueMessage><MessageText>@{replace(replace(replace(string(outputs(\'Incident_for_isolation\')), \'&\', \'&amp;\'), \'<\', \'&lt;\'), \'>\', \'&gt;\')}</MessageText></QueueMessage>'
+    })
   }
 }
 
@@ -161,9 +239,7 @@ resource incidentPlaybook 'Microsoft.Logic/workflows@2019-05-01' = {
           }
         }
       }
-      actions: {
-        Put_message_on_isolation_requests: putMessage
-      }
+      actions: incidentActions
       outputs: {}
     }
     parameters: workflowParameterValues
@@ -238,6 +314,34 @@ resource sentinelRunsPlaybooks 'Microsoft.Authorization/roleAssignments@2022-04-
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.sentinelAutomationContributor)
     principalId: sentinelAutomationPrincipalId
     principalType: 'ServicePrincipal'
+  }
+}
+
+resource incidentPlaybookRuns 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: incidentPlaybook
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'WorkflowRuntime'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource alertPlaybookRuns 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: alertPlaybook
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'WorkflowRuntime'
+        enabled: true
+      }
+    ]
   }
 }
 

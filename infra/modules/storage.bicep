@@ -2,6 +2,9 @@
 // Hardened: Entra ID only (no shared keys, so no connection string can work), no anonymous blob
 // access, TLS 1.2, HTTPS only. Public network access stays on so the Flex Consumption app and the
 // SOC's producers can reach it without a VNet; see docs/deploy.md "Hardening" for private endpoints.
+// Every container the host uses exists from the start, so its blob roles can be scoped to them.
+// Queue and table writes and deletes (who posted a request, what the app recorded) go to Log
+// Analytics; reads only when asked for (every trigger poll is a read).
 
 @description('Storage account name (3-24 lowercase letters and digits).')
 @minLength(3)
@@ -22,6 +25,15 @@ param ledgerTableName string
 
 @description('Blob container that holds the Flex Consumption deployment package.')
 param deploymentContainerName string
+
+@description('Blob containers the Functions host keeps its leases and keys in (it cannot create them: its roles are scoped to each one).')
+param hostContainerNames array
+
+@description('Resource id of the Log Analytics workspace that receives the queue and table logs.')
+param logAnalyticsWorkspaceId string
+
+@description('Also log reads (StorageRead): every queue poll and ledger read. Off by default: noisy, and writes already show who posted what.')
+param logStorageReads bool = false
 
 @description('Replication: Standard_ZRS where the region has availability zones, else Standard_LRS. Empty: choose so.')
 @allowed([
@@ -104,6 +116,16 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   }
 }
 
+resource hostContainers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [
+  for containerName in hostContainerNames: {
+    parent: blobService
+    name: containerName
+    properties: {
+      publicAccess: 'None'
+    }
+  }
+]
+
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
   parent: storage
   name: 'default'
@@ -124,6 +146,39 @@ resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-0
 resource ledgerTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
   parent: tableService
   name: ledgerTableName
+}
+
+var storageLogs = [
+  {
+    category: 'StorageWrite'
+    enabled: true
+  }
+  {
+    category: 'StorageDelete'
+    enabled: true
+  }
+  {
+    category: 'StorageRead'
+    enabled: logStorageReads
+  }
+]
+
+resource queueLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: queueService
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: storageLogs
+  }
+}
+
+resource tableLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: tableService
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: storageLogs
+  }
 }
 
 output name string = storage.name

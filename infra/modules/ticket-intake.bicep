@@ -8,7 +8,11 @@
 //   the vault      RBAC authorization (no access policies), soft delete + purge protection,
 //                  firewall on: only the allowed IP ranges reach secrets over the network. The
 //                  deployment writes the secret through Azure Resource Manager, which the
-//                  firewall does not block.
+//                  firewall does not block. createMode 'recover' brings back the vault that
+//                  `azd down` soft-deleted (the preprovision hook sets it).
+//   the logs       the runs (WorkflowRuntime) and the vault's audit log go to Log Analytics.
+//                  The posted body proves nothing by itself: the app checks every release with
+//                  the ticket system. The caller IP list still keeps noise out.
 // The queue write is the same HTTP call as in sentinel-playbook.bicep, for the same reason: the
 // account denies shared keys, so the Azure Queues connector's key-based connection cannot work.
 
@@ -48,6 +52,16 @@ param urlReaderPrincipalId string = ''
   'ServicePrincipal'
 ])
 param urlReaderPrincipalType string = 'User'
+
+@description('default: create or update the vault. recover: bring back the soft-deleted vault of the same name (set by the preprovision hook).')
+@allowed([
+  'default'
+  'recover'
+])
+param keyVaultCreateMode string = 'default'
+
+@description('Resource id of the Log Analytics workspace that receives the run history and the vault\'s audit log.')
+param logAnalyticsWorkspaceId string
 
 @description('When the stored URL should be rotated: the secret\'s expiry date (informational: Key Vault still returns it). Default: 180 days after this deployment.')
 param callbackUrlExpiry string = dateTimeAdd(utcNow(), 'P180D')
@@ -236,8 +250,11 @@ resource intakeSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: keyVaultName
   location: location
-  tags: tags
+  tags: union(tags, {
+    'mde-vault-role': 'ticket-intake'
+  })
   properties: {
+    createMode: keyVaultCreateMode
     tenantId: subscription().tenantId
     sku: {
       family: 'A'
@@ -286,6 +303,34 @@ resource secretReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if 
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
     principalId: urlReaderPrincipalId
     principalType: urlReaderPrincipalType
+  }
+}
+
+resource intakeRuns 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: intake
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'WorkflowRuntime'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource vaultAudit 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: vault
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'AuditEvent'
+        enabled: true
+      }
+    ]
   }
 }
 

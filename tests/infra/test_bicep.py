@@ -34,8 +34,21 @@ IN_CI = bool(os.environ.get("CI"))
 DEFENDER_ATP_APP_ID = "fc780465-2017-40d4-a0c5-307022471b92"
 GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
-# Settings the code will read once the features in flight land (policy, dry run, tracking).
-FUTURE_SETTINGS = {"TICKET_MAPPINGS", "ISOLATION_POLICY", "DRY_RUN", "LEDGER_TABLE"}
+# Settings the code will read once the features in flight land (policy, dry run, tracking, and the
+# ticket systems the release path verifies every release with).
+FUTURE_SETTINGS = {
+    "TICKET_MAPPINGS",
+    "ISOLATION_POLICY",
+    "DRY_RUN",
+    "LEDGER_TABLE",
+    "JIRA_BASE_URL",
+    "JIRA_USER_EMAIL",
+    "JIRA_API_TOKEN",
+    "JIRA_API_VERSION",
+    "SERVICENOW_BASE_URL",
+    "SERVICENOW_USERNAME",
+    "SERVICENOW_PASSWORD",
+}
 # Read by the code but deliberately not set in Azure, with the reason.
 NOT_SET_IN_AZURE = {
     "CONTAINMENT_STORAGE": "a connection string, for the local dev stack only; Azure uses the "
@@ -49,6 +62,8 @@ BUILT_IN_ROLES = {
     "blobDataOwner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
     "monitoringMetricsPublisher": "3913510d-42f4-4e42-8a64-420c390055eb",
 }
+KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
+KEY_VAULT_SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
 
 
 def _missing(reason: str) -> None:
@@ -465,17 +480,19 @@ def test_policy_settings_are_json_of_the_parameters(resolved_settings: dict[str,
     assert resolved_settings["TICKET_MAPPINGS"] == ""
 
 
-# --- wiring: no secrets, one identity ------------------------------------------------------------
+# --- wiring: no secrets, two identities -----------------------------------------------------------
 
 
-def test_connections_are_identity_based_on_the_apps_identity(app_settings: dict[str, Any]) -> None:
-    for prefix in ("AzureWebJobsStorage", "CONTAINMENT_STORAGE"):
+def test_connections_are_identity_based_on_the_right_identity(app_settings: dict[str, Any]) -> None:
+    """The host's storage and telemetry run as the host identity; everything the app's code does
+    (queues, ledger, MDE tokens) runs as the MDE identity."""
+    for prefix, identity in (("AzureWebJobsStorage", "hostIdentity"), ("CONTAINMENT_STORAGE", "mdeIdentity")):
         assert prefix not in app_settings, f"{prefix} as a connection string"
         assert app_settings[f"{prefix}__credential"] == "managedidentity"
-        assert dotted(app_settings[f"{prefix}__clientId"]) == "identity.outputs.clientId"
-    assert dotted(app_settings["AZURE_CLIENT_ID"]) == "identity.outputs.clientId"
+        assert dotted(app_settings[f"{prefix}__clientId"]) == f"{identity}.outputs.clientId", prefix
+    assert dotted(app_settings["AZURE_CLIENT_ID"]) == "mdeIdentity.outputs.clientId"
     assert app_settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == (
-        "Authorization=AAD;ClientId=${identity.outputs.clientId}"
+        "Authorization=AAD;ClientId=${hostIdentity.outputs.clientId}"
     )
     assert dotted(app_settings["CONTAINMENT_STORAGE__queueServiceUri"]) == "storage.outputs.queueEndpoint"
     assert dotted(app_settings["CONTAINMENT_STORAGE__tableServiceUri"]) == "storage.outputs.tableEndpoint"
@@ -573,9 +590,10 @@ def test_monitoring_accepts_only_entra_authenticated_telemetry(module: Any) -> N
     assert body(workspace)["properties"]["features"]["disableLocalAuth"] is True
 
 
-def test_the_app_runs_as_the_identity_on_flex_consumption_python_311(main: Template, module: Any) -> None:
+def test_the_app_runs_as_both_identities_on_flex_consumption_python_311(main: Template, module: Any) -> None:
     params = main.module("app.bicep")["config"]["params"]
-    assert dotted(params["identityId"]) == "identity.outputs.id"
+    assert dotted(params["hostIdentityId"]) == "hostIdentity.outputs.id"
+    assert dotted(params["mdeIdentityId"]) == "mdeIdentity.outputs.id"
     app = module("app.bicep")
     (plan,) = app.resources_of_type("Microsoft.Web/serverfarms").values()
     assert body(plan)["sku"] == {"name": "FC1", "tier": "FlexConsumption"}
@@ -584,23 +602,40 @@ def test_the_app_runs_as_the_identity_on_flex_consumption_python_311(main: Templ
     assert site_body["kind"] == "functionapp,linux"
     assert site_body["identity"] == {
         "type": "UserAssigned",
-        "userAssignedIdentities": {"'${identityId}'": {}},
+        "userAssignedIdentities": {"'${hostIdentityId}'": {}, "'${mdeIdentityId}'": {}},
     }
+    # A user-assigned identity resolves Key Vault references only when named here.
+    assert site_body["properties"]["keyVaultReferenceIdentity"] == "mdeIdentityId"
     config = site_body["properties"]["functionAppConfig"]
     assert config["runtime"] == {"name": "python", "version": "pythonVersion"}
     assert app.resolve("pythonVersion") == "3.11"
     assert config["deployment"]["storage"]["authentication"] == {
         "type": "UserAssignedIdentity",
-        "userAssignedIdentityResourceId": "identityId",
+        "userAssignedIdentityResourceId": "hostIdentityId",
     }
     settings_loop = site_body["properties"]["siteConfig"]["appSettings"]["loop_type"]["detail"]["array_name"]
     assert settings_loop == {"function": {"type": "items", "parameters": {"arg_1": "appSettings"}}}
     assert site_body["properties"]["httpsOnly"] is True
-    # Low on purpose: MDE's 100 calls/min is the bottleneck, not compute (see app.bicep).
-    assert main.resolve("maximumInstanceCount") <= 40
-    assert app.resolve("maximumInstanceCount") <= 40
     for policy in app.resources_of_type("Microsoft.Web/sites/basicPublishingCredentialsPolicies").values():
         assert body(policy)["properties"]["allow"] is False
+
+
+def test_one_instance_per_function_group_by_default(main: Template, module: Any) -> None:
+    """MDE's call limits, not compute, set the pace, and the app spends its MDE budget per process:
+    a second instance of a function only buys 429s. Flex accepts a maximum of 1 per function group
+    (https://learn.microsoft.com/azure/azure-functions/event-driven-scaling#limit-scale-out)."""
+    app = module("app.bicep")
+    assert app.resolve("maximumInstanceCount") == main.resolve("maximumInstanceCount") == 1
+    for template in (app, main):
+        decorators = {
+            d["type"]: d.get("argument") for d in template.params["maximumInstanceCount"]["decorators"]
+        }
+        assert decorators["min_value"] == 1, template.path.name
+    bicepparam = (INFRA / "main.bicepparam").read_text(encoding="utf-8")
+    assert re.search(r"^param maximumInstanceCount = 1$", bicepparam, re.M)
+    assert (
+        dotted(main.module("app.bicep")["config"]["params"]["maximumInstanceCount"]) == "maximumInstanceCount"
+    )
 
 
 def _role_assignments(template: Template) -> dict[str, dict[str, Any]]:
@@ -615,34 +650,64 @@ def _role_keys(assignment: dict[str, Any]) -> set[str]:
     }
 
 
-def test_each_role_assignment_targets_the_identity_the_app_uses(main: Template, module: Any) -> None:
-    assert (
-        dotted(main.module("rbac.bicep")["config"]["params"]["principalId"]) == "identity.outputs.principalId"
-    )
+def test_each_role_assignment_targets_one_of_the_apps_identities(main: Template, module: Any) -> None:
+    params = main.module("rbac.bicep")["config"]["params"]
+    assert dotted(params["hostPrincipalId"]) == "hostIdentity.outputs.principalId"
+    assert dotted(params["mdePrincipalId"]) == "mdeIdentity.outputs.principalId"
     rbac = module("rbac.bicep")
     assignments = _role_assignments(rbac)
     assert len(assignments) == 6
     for name, assignment in assignments.items():
         config = body(assignment)
-        assert config["properties"]["principalId"] == "principalId", name
+        principal = config["properties"]["principalId"]
+        assert principal in ("hostPrincipalId", "mdePrincipalId"), name
         assert config["properties"]["principalType"] == "ServicePrincipal", name
         guid_args = config["name"]["function"]
-        assert guid_args["type"] == "guid" and "principalId" in guid_args["parameters"].values(), name
+        assert guid_args["type"] == "guid" and principal in guid_args["parameters"].values(), name
         assert config["properties"]["roleDefinitionId"]["function"]["type"] == "subscription_resource_id"
 
 
-def test_the_identity_gets_exactly_the_documented_roles_at_the_narrowest_scope(module: Any) -> None:
+def test_each_identity_gets_exactly_the_documented_roles_at_the_narrowest_scope(module: Any) -> None:
     rbac = module("rbac.bicep")
     assert rbac.resolve("roles") == BUILT_IN_ROLES
-    granted = {name: (_role_keys(a), dotted(body(a)["scope"])) for name, a in _role_assignments(rbac).items()}
-    assert granted == {
-        "triggerQueueReader": ({"queueDataReader"}, "triggerQueues[i]"),
-        "triggerQueueProcessor": ({"queueDataMessageProcessor"}, "triggerQueues[i]"),
-        "queueSender": ({"queueDataMessageSender"}, "sendQueues[i]"),
-        "ledgerContributor": ({"tableDataContributor"}, "ledgerTable"),
-        "blobOwner": ({"blobDataOwner"}, "storage"),
-        "metricsPublisher": ({"monitoringMetricsPublisher"}, "appInsights"),
+    granted = {
+        name: (body(a)["properties"]["principalId"], _role_keys(a), dotted(body(a)["scope"]))
+        for name, a in _role_assignments(rbac).items()
     }
+    assert granted == {
+        # The host: its containers (not the account) and telemetry.
+        "hostBlobOwner": ("hostPrincipalId", {"blobDataOwner"}, "hostContainers[i]"),
+        "hostMetricsPublisher": ("hostPrincipalId", {"monitoringMetricsPublisher"}, "appInsights"),
+        # The app's code: its queues and its table, nothing of the host's.
+        "triggerQueueReader": ("mdePrincipalId", {"queueDataReader"}, "triggerQueues[i]"),
+        "triggerQueueProcessor": ("mdePrincipalId", {"queueDataMessageProcessor"}, "triggerQueues[i]"),
+        "queueSender": ("mdePrincipalId", {"queueDataMessageSender"}, "sendQueues[i]"),
+        "ledgerContributor": ("mdePrincipalId", {"tableDataContributor"}, "ledgerTable"),
+    }
+    (containers,) = [
+        r
+        for r in rbac.resources_of_type("Microsoft.Storage/storageAccounts/blobServices/containers").values()
+    ]
+    assert containers["existing"] is True
+    assert containers["config"]["loop_type"]["detail"]["array_name"] == "hostContainerNames"
+
+
+def test_the_host_owns_exactly_the_containers_the_template_creates(main: Template, module: Any) -> None:
+    """Blob roles scoped to containers work only if every container the host writes exists: the
+    host's own two (it cannot create them) and the deployment container."""
+    owned = main.resolve(main.module("rbac.bicep")["config"]["params"]["hostContainerNames"])
+    assert set(owned) == {"azure-webjobs-hosts", "azure-webjobs-secrets", "app-package"}
+    storage_params = main.module("storage.bicep")["config"]["params"]
+    created = set(main.resolve(storage_params["hostContainerNames"])) | {
+        main.resolve(storage_params["deploymentContainerName"])
+    }
+    assert created == set(owned)
+    storage = module("storage.bicep")
+    containers = storage.resources_of_type("Microsoft.Storage/storageAccounts/blobServices/containers")
+    assert set(containers) == {"deploymentContainer", "hostContainers"}
+    assert containers["hostContainers"]["config"]["loop_type"]["detail"]["array_name"] == "hostContainerNames"
+    for container in containers.values():
+        assert body(container)["properties"] == {"publicAccess": "None"}
 
 
 def test_the_app_can_send_to_every_queue_it_writes(
@@ -703,10 +768,13 @@ def test_graph_module_grants_mde_roles_resolved_by_value(main: Template, module:
         granted |= leaves & {"Machine.Isolate", "Machine.Read.All"}
     assert len(grants) == 2 and granted == {"Machine.Isolate", "Machine.Read.All"}
     use = main.module("mde-permissions.bicep")["config"]
-    assert (
-        use["condition"] == "grantMdePermissions" and main.params["grantMdePermissions"]["default"] is False
-    )
-    assert dotted(use["config"]["params"]["principalId"]) == "identity.outputs.principalId"
+    assert use["condition"] == "grantMdePermissionsWithBicep"
+    assert main.params["grantMdePermissionsWithBicep"]["default"] is False
+    assert dotted(use["config"]["params"]["principalId"]) == "mdeIdentity.outputs.principalId"
+    # The module is opt-in and one-shot: only the hook's effective value turns it on.
+    bicepparam = (INFRA / "main.bicepparam").read_text(encoding="utf-8")
+    effective = "readEnvironmentVariable('MDE_GRANT_VIA_BICEP', 'false') == 'true'"
+    assert f"param grantMdePermissionsWithBicep = {effective}\n" in bicepparam
 
 
 @pytest.mark.parametrize(
@@ -741,24 +809,97 @@ def test_grant_script_is_valid_bash_and_says_who_must_run_it() -> None:
 # --- deployment entry points ---------------------------------------------------------------------
 
 
-def test_azd_project_deploys_this_folder_as_a_python_function() -> None:
-    text = (ROOT / "azure.yaml").read_text(encoding="utf-8")
-    for line in ("  path: infra", "  api:", "    project: .", "    language: python", "    host: function"):
-        assert re.search(rf"^{re.escape(line)}$", text, re.M), line
+def _yaml(path: Path) -> Any:
+    """A YAML file as data, read by PyYAML in .venv-infra (checkov brings it; the main venv has none)."""
+    if not (VENV_INFRA / "bin" / "python").exists():
+        _missing(".venv-infra is missing: it provides PyYAML")
+    code = "import json, sys, yaml\nprint(json.dumps(yaml.safe_load(open(sys.argv[1], encoding='utf-8'))))"
+    run = subprocess.run(
+        [str(VENV_INFRA / "bin" / "python"), "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(run.stdout)
+
+
+def test_azd_project_deploys_the_staged_package_as_a_python_function() -> None:
+    project = _yaml(ROOT / "azure.yaml")
+    assert project["infra"] == {"provider": "bicep", "path": "infra", "module": "main"}
+    api = project["services"]["api"]
+    assert {k: api[k] for k in ("project", "language", "host", "dist")} == {
+        "project": ".",
+        "language": "python",
+        "host": "function",
+        "dist": "build/functionapp",
+    }
+    # The package is staged before azd zips it: runtime code and the locked requirements.
+    for shell in ("posix", "windows"):
+        assert api["hooks"]["prepackage"][shell]["run"].split()[1:] == ["infra/hooks/stage_package.py"]
     assert "'azd-service-name': 'api'" in (MODULES / "app.bicep").read_text(encoding="utf-8")
 
 
-def test_workflow_logs_in_with_oidc_lints_and_deploys() -> None:
-    text = (ROOT / ".github" / "workflows" / "deploy.yml").read_text(encoding="utf-8")
+def test_azd_older_than_1_18_stops_before_anything_runs() -> None:
+    """azd checks requiredVersions when it loads azure.yaml; the preprovision hook checks again
+    with its own message. 1.17 brought the Bicep the Graph extension needs, 1.18 .funcignore
+    (https://github.com/Azure/azure-dev/blob/main/cli/azd/CHANGELOG.md)."""
+    project = _yaml(ROOT / "azure.yaml")
+    assert project["requiredVersions"] == {"azd": ">= 1.18.0"}
+    hooks_common = (INFRA / "hooks" / "common.py").read_text(encoding="utf-8")
+    assert "AZD_MINIMUM = (1, 18, 0)" in hooks_common
+
+
+def test_azd_runs_the_hooks_around_every_provision() -> None:
+    hooks = _yaml(ROOT / "azure.yaml")["hooks"]
+    for event, script in (("preprovision", "preprovision.py"), ("postprovision", "postprovision.py")):
+        for shell, config in hooks[event].items():
+            assert config["shell"] == {"posix": "sh", "windows": "pwsh"}[shell]
+            interpreter, path, *args = config["run"].split()
+            assert interpreter == {"posix": "python3", "windows": "python"}[shell]
+            assert path == f"infra/hooks/{script}" and args == ["--azd"]
+            assert (ROOT / path).is_file()
+
+
+WORKFLOW = ROOT / ".github" / "workflows" / "deploy.yml"
+
+
+def test_workflow_logs_in_with_oidc_checks_provisions_stages_and_deploys() -> None:
+    text = WORKFLOW.read_text(encoding="utf-8")
     for needle in (
         "id-token: write",
-        "azure/login@",
         "client-id:",
         "tenant-id:",
         "subscription-id:",
         "az bicep build --file infra/main.bicep",
+        'python3 infra/hooks/preprovision.py >> "$GITHUB_ENV"',
         "az deployment group create",
+        "python3 infra/hooks/stage_package.py",
+        "cd build/functionapp && zip -r ../../app.zip .",
         "az functionapp deployment source config-zip",
+        "--build-remote true",
+        "python3 infra/hooks/postprovision.py",
     ):
         assert needle in text, needle
     assert not re.search(r"client-secret|creds:", text), "federated credentials only: no client secret"
+    assert "persist-credentials: false" in text
+
+
+def test_every_action_is_pinned_by_commit_sha() -> None:
+    """A tag can be moved to other code; a commit cannot. The comment names the release."""
+    uses = re.findall(r"^\s*(?:-\s*)?uses:\s*(\S+)(.*)$", WORKFLOW.read_text(encoding="utf-8"), re.M)
+    assert {ref.split("@")[0] for ref, _ in uses} == {"actions/checkout", "azure/login"}
+    for ref, comment in uses:
+        assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", ref), f"{ref}: pin the commit SHA"
+        assert re.fullmatch(r"\s*# v\d+\.\d+\.\d+", comment), f"{ref}: name the release it is"
+
+
+def test_the_first_deployment_retries_while_the_blob_role_propagates() -> None:
+    """The platform uploads the package with the host identity; its role assignment can take
+    minutes to apply (https://learn.microsoft.com/azure/role-based-access-control/troubleshooting)."""
+    workflow = _yaml(WORKFLOW)
+    (deploy,) = [s for s in workflow["jobs"]["deploy"]["steps"] if "config-zip" in s.get("run", "")]
+    script = deploy["run"]
+    assert re.search(r"for attempt in( \d)+; do", script), "a bounded number of attempts"
+    assert "grep -qiE '403|Forbidden|AuthorizationPermissionMismatch' deploy.err || exit 1" in script
+    assert script.rstrip().endswith("exit 1"), "out of attempts: fail"

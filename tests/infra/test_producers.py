@@ -8,6 +8,8 @@ The payload fixtures in tests/fixtures/producers are checked against the documen
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import re
 from typing import Any
@@ -15,11 +17,17 @@ from xml.etree import ElementTree
 
 import pytest
 
+from shared.errors import InvalidRequest
+from shared.events import parse_alert_event
+
+from .logic_apps import Run
 from .test_bicep import INFRA, MODULES, ROOT, Template, body, dotted, walk
 
 FIXTURES = ROOT / "tests" / "fixtures" / "producers"
 DOC = ROOT / "docs" / "producers.md"
 MACHINE_ID = "1e5bc9d7e413ddd7902c2932e418702b84d0cc07"
+# A queue message holds at most 64 KiB (Put Message, https://learn.microsoft.com/rest/api/storageservices/put-message).
+QUEUE_MESSAGE_LIMIT = 64 * 1024
 HOST_FQDN = "ws-0142.corp.contoso.com"
 
 QUEUE_SENDER = "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a"
@@ -111,7 +119,10 @@ def test_the_function_identity_is_not_handed_to_or_named_by_producer_modules(
 ) -> None:
     passed = body(main.module(name))["params"]
     handed = {
-        d for node in walk(passed) if (d := dotted(node)) and d.startswith(("identity.", "rbac.", "app."))
+        d
+        for node in walk(passed)
+        if (d := dotted(node))
+        and d.startswith(("hostIdentity.", "mdeIdentity.", "rbac.", "app.", "ticketCredentials."))
     }
     assert not handed, f"main.bicep hands {name} the app's identity or its wiring: {handed}"
     text = (MODULES / name).read_text(encoding="utf-8")
@@ -223,38 +234,69 @@ def test_the_results_consumer_comments_once_per_result_and_then_deletes_it() -> 
 # --- how the producers write ---------------------------------------------------------------------
 
 
-PUT_BODY = (
-    "<QueueMessage><MessageText>@{replace(replace(replace(string(triggerBody()), '&', '&amp;'), "
-    "'<', '&lt;'), '>', '&gt;')}</MessageText></QueueMessage>"
-)
+def put_body(of: str) -> str:
+    """The Put Message body the producers send: ``of`` (a Logic Apps expression) as JSON text,
+    with &, < and > escaped for the XML."""
+    return (
+        f"<QueueMessage><MessageText>@{{replace(replace(replace(string({of}), '&', '&amp;'), "
+        "'<', '&lt;'), '>', '&gt;')}</MessageText></QueueMessage>"
+    )
 
 
-def _put_actions(tpl: Template) -> list[dict[str, Any]]:
+# What each workflow puts on its queue: the trigger body as it came, except the Sentinel incident,
+# which is cut to what isolation needs (Incident_for_isolation).
+FORWARDS = {
+    "incidentPlaybook": "outputs('Incident_for_isolation')",
+    "alertPlaybook": "triggerBody()",
+    "intake": "triggerBody()",
+}
+
+
+def resolved_unescaped(value: Any) -> Any:
+    """A resolved template value as ARM hands it to Logic Apps: Bicep's \\' escapes undone."""
+    if isinstance(value, dict):
+        return {key: resolved_unescaped(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [resolved_unescaped(item) for item in value]
+    return unescape(value) if isinstance(value, str) else value
+
+
+def workflow_actions(tpl: Template, symbol: str) -> dict[str, Any]:
+    """A workflow's actions, resolved, with those nested in If branches flattened in."""
+    definition = body(tpl.resources[symbol])["properties"]["definition"]
+    actions: dict[str, Any] = resolved_unescaped(tpl.resolve(definition["actions"]))
+    flat: dict[str, Any] = {}
+    pending = dict(actions)
+    while pending:
+        name, action = pending.popitem()
+        flat[name] = action
+        pending.update(action.get("actions") or {})
+        pending.update((action.get("else") or {}).get("actions") or {})
+    return flat
+
+
+def _put_actions(tpl: Template, symbol: str) -> list[dict[str, Any]]:
     return [
-        node
-        for node in walk(tpl.doc)
-        if isinstance(node, dict)
-        and node.get("type") == "Http"
-        and isinstance(node.get("inputs"), dict)
-        and node["inputs"].get("method") == "POST"
+        action
+        for action in workflow_actions(tpl, symbol).values()
+        if action["type"] == "Http" and action["inputs"]["method"] == "POST"
     ]
 
 
 @pytest.mark.parametrize("name", sorted(PRODUCERS))
-def test_producers_put_the_trigger_body_unchanged_with_their_own_token(name: str) -> None:
+def test_producers_put_one_message_with_their_own_token(name: str) -> None:
     tpl = template(name)
-    puts = _put_actions(tpl)
-    assert puts, f"{name}: no put-message action"
-    for action in puts:
-        inputs = action["inputs"]
-        assert unescape(inputs["uri"]) == "@parameters('queueMessagesUrl')"
-        assert unescape(inputs["body"]) == PUT_BODY
+    for symbol in PRODUCERS[name][2]:
+        (put,) = _put_actions(tpl, symbol)
+        inputs = put["inputs"]
+        assert inputs["uri"] == "@parameters('queueMessagesUrl')"
+        assert inputs["body"] == put_body(FORWARDS[symbol]), symbol
         assert inputs["authentication"] == {
             "type": "ManagedServiceIdentity",
             "audience": "https://storage.azure.com/",
         }
         # Entra ID needs x-ms-version 2017-11-09 or later on every call.
-        assert inputs["headers"]["'x-ms-version'"] >= "2017-11-09"
+        assert inputs["headers"]["x-ms-version"] >= "2017-11-09"
     for workflow in tpl.resources_of_type(WORKFLOW_TYPE).values():
         values = body(workflow)["properties"]["parameters"]
         if isinstance(values, str):  # a variable shared by the workflows
@@ -284,8 +326,10 @@ def test_sentinel_playbooks_use_the_sentinel_triggers_through_a_managed_identity
         assert trigger["inputs"]["host"]["connection"] == "sentinelConnectionReference"
         assert trigger["inputs"]["body"] == {"callback_url": "@{listCallbackUrl()}"}
         paths[symbol] = (trigger_name, trigger["inputs"]["path"])
-        actions = body(workflow)["properties"]["definition"]["actions"]
-        assert actions == {"Put_message_on_isolation_requests": "putMessage"}, "one action: the put"
+        actions = workflow_actions(tpl, symbol)
+        assert "Put_message_on_isolation_requests" in actions
+        # Nothing calls Sentinel or anything else: the incident is cut and put, the alert put.
+        assert {a["type"] for a in actions.values()} <= {"Query", "Select", "Compose", "Http"}
     assert paths == {
         "incidentPlaybook": ("Microsoft_Sentinel_incident", "/incident-creation"),
         "alertPlaybook": ("Microsoft_Sentinel_alert", "/subscribe"),
@@ -322,14 +366,11 @@ def test_the_intake_ip_restriction_is_left_out_rather_than_empty() -> None:
     assert tpl.params["allowedCallerIpRanges"]["default"] == []
 
 
-def test_the_intake_url_is_kept_in_a_hardened_key_vault_and_never_output() -> None:
+def test_the_intake_url_is_kept_in_a_firewalled_key_vault_and_never_output() -> None:
+    """RBAC only and purge protection: test_platform.py checks them on every vault."""
     tpl = template("ticket-intake.bicep")
     (vault,) = tpl.resources_of_type("Microsoft.KeyVault/vaults").values()
-    props = body(vault)["properties"]
-    assert props["enableRbacAuthorization"] is True and props["accessPolicies"] == []
-    assert props["enableSoftDelete"] is True and props["enablePurgeProtection"] is True
-    assert props["networkAcls"]["defaultAction"] == "Deny"
-    assert props["enabledForTemplateDeployment"] is False
+    assert body(vault)["properties"]["networkAcls"]["defaultAction"] == "Deny"
     secret = body(tpl.resources["callbackUrl"])
     assert dotted(secret["properties"]["value"]) is None  # a call, not a plain reference
     assert "intakeTrigger.listCallbackUrl().value" in (MODULES / "ticket-intake.bicep").read_text()
@@ -359,7 +400,7 @@ def test_every_fixture_is_described_in_the_readme() -> None:
     ]
     for fixture in names:
         assert f"`{fixture}`" in readme, fixture
-        assert len(json.dumps(_fixture(fixture)).encode()) < 64 * 1024, "a queue message is at most 64 KiB"
+        assert len(json.dumps(_fixture(fixture)).encode()) < QUEUE_MESSAGE_LIMIT
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.json")))
@@ -403,6 +444,169 @@ def test_ticket_fixtures_carry_an_approval_a_device_and_a_requester() -> None:
     for reference in (snow["requested_for"], snow["cmdb_ci"]):
         assert set(reference) == {"link", "value", "display_value"}
         assert reference["link"].endswith("/" + reference["value"])
+
+
+# --- the incident playbook cuts the incident to what isolation needs -------------------------------
+
+
+def _machine_id(seed: str) -> str:
+    return hashlib.sha1(seed.encode()).hexdigest()  # noqa: S324 - a made-up 40-hex id, not security
+
+
+def _host(index: int, *, with_id: bool = True, mde_name: bool = False) -> dict[str, Any]:
+    """A Sentinel Host entity as an incident lists it, with the additionalData Sentinel adds."""
+    extra: dict[str, Any] = {
+        "OSFamily": "Windows",
+        "OSVersion": "10.0.22631",
+        "AvStatus": "Updated",
+        "HealthStatus": "Active",
+        "RiskScore": "High",
+        "LastExternalIpAddress": f"198.51.100.{index % 250}",
+        "LoggedOnUsers": json.dumps([{"UserName": f"user{index}", "DomainName": "CORP"}]),
+    }
+    if with_id:
+        extra["MdatpDeviceId"] = _machine_id(f"host-{index}")
+    if mde_name:
+        extra["DeviceDnsName"] = f"ws-{1000 + index}.corp.contoso.com"
+    return {
+        "id": f"/subscriptions/x/providers/Microsoft.SecurityInsights/Entities/host-{index}",
+        "name": f"host-{index}",
+        "type": "Microsoft.SecurityInsights/Entities",
+        "kind": "Host",
+        "properties": {
+            "hostName": f"ws-{1000 + index}",
+            "dnsDomain": "corp.contoso.com",
+            "osFamily": "Windows",
+            "friendlyName": f"ws-{1000 + index}",
+            "additionalData": extra,
+        },
+    }
+
+
+def _busy_incident(hosts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The incident fixture as a busy incident arrives: many alerts, many entities of every kind."""
+    incident = _fixture("sentinel-incident.json")
+    props = incident["object"]["properties"]
+    alert = props["alerts"][0]
+    props["alerts"] = []
+    for i in range(60):
+        copy_ = copy.deepcopy(alert)
+        copy_["properties"]["alertDisplayName"] = f"Suspicious process chain {i} & lateral movement"
+        copy_["properties"]["description"] = "A process created a remote service on another device. " * 8
+        props["alerts"].append(copy_)
+    others: list[dict[str, Any]] = [e for e in props["relatedEntities"] if e["kind"] != "Host"]
+    for i in range(120):
+        others.append(
+            {
+                "kind": "Process",
+                "properties": {
+                    "processId": str(4000 + i),
+                    "commandLine": f"powershell.exe -NoProfile -EncodedCommand {'QQB' * 60}{i}",
+                    "additionalData": {
+                        "ImageFileName": "powershell.exe",
+                        "CreationTimeUtc": "2026-11-23T09:58:12Z",
+                    },
+                },
+            }
+        )
+        others.append({"kind": "Ip", "properties": {"address": f"203.0.113.{i % 250}", "friendlyName": "ip"}})
+    props["relatedEntities"] = [*others[:3], *hosts, *others[3:]]
+    return incident
+
+
+def _forward(incident: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Run the incident playbook's actions on ``incident``: the MessageText it sends, as sent
+    (XML-escaped), and the message the queue stores."""
+    tpl = template("sentinel-playbook.bicep")
+    queue_url = "https://stmde.queue.core.windows.net/isolation-requests/messages"
+    run = Run(trigger_body=incident, parameters={"queueMessagesUrl": queue_url})
+    run.run_actions(workflow_actions(tpl, "incidentPlaybook"))
+    (request,) = run.http_requests
+    assert request["method"] == "POST" and request["uri"] == queue_url
+    sent = re.fullmatch(
+        r"<QueueMessage><MessageText>(.*)</MessageText></QueueMessage>", request["body"], re.S
+    )
+    assert sent, request["body"][:200]
+    stored = ElementTree.fromstring(request["body"]).findtext("MessageText")  # noqa: S314 - built by the replay
+    assert stored is not None
+    message: dict[str, Any] = json.loads(stored)
+    return sent[1], message
+
+
+def _requests_or_error(document: dict[str, Any]) -> Any:
+    try:
+        return parse_alert_event(document, "queue-message-1")
+    except InvalidRequest as error:
+        return error.code
+
+
+def test_a_busy_incident_over_64_kib_is_forwarded_under_the_queue_limit_with_every_host() -> None:
+    hosts = [_host(i, mde_name=i % 3 == 0) for i in range(12)]
+    hosts.append(_host(12, with_id=False))  # known to Sentinel by name only: the resolver looks it up
+    incident = _busy_incident(hosts)
+    assert len(json.dumps(incident).encode()) > 2 * QUEUE_MESSAGE_LIMIT, "the whole body would not fit"
+
+    sent, message = _forward(incident)
+
+    assert len(sent.encode()) < QUEUE_MESSAGE_LIMIT
+    full, cut = incident["object"], message["object"]
+    assert cut["id"] == full["id"] and cut["name"] == full["name"]
+    assert set(cut["properties"]) == {"incidentNumber", "title", "severity", "incidentUrl", "relatedEntities"}
+    for key in ("incidentNumber", "title", "severity", "incidentUrl"):
+        assert cut["properties"][key] == full["properties"][key], key
+    entities = cut["properties"]["relatedEntities"]
+    assert [e["kind"] for e in entities] == ["Host"] * 13, "Host entities only, all of them, in order"
+    # The function reads the same requests from the cut message as from the whole incident.
+    requests = parse_alert_event(message, "queue-message-1")
+    assert requests == parse_alert_event(incident, "queue-message-1")
+    assert len(requests) == 13 and {r.device.machine_id for r in requests} >= {
+        h["properties"]["additionalData"]["MdatpDeviceId"] for h in hosts[:12]
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "refused"),
+    [
+        ("as documented", False),
+        ("no host entity", True),
+        ("no relatedEntities", True),
+        ("host kind in lower case", False),
+    ],
+)
+def test_the_cut_incident_means_what_the_whole_one_means(change: str, refused: bool) -> None:
+    """Whatever the incident holds, the function decides the same on the cut message: the same
+    requests, or the same refusal (NoDevice), never a silent drop."""
+    incident = _fixture("sentinel-incident.json")
+    props = incident["object"]["properties"]
+    if change == "no host entity":
+        props["relatedEntities"] = [e for e in props["relatedEntities"] if e["kind"] != "Host"]
+    elif change == "no relatedEntities":
+        del props["relatedEntities"]
+    elif change == "host kind in lower case":
+        for entity in props["relatedEntities"]:
+            entity["kind"] = entity["kind"].lower()
+    _, message = _forward(incident)
+    outcome = _requests_or_error(message)
+    assert outcome == _requests_or_error(incident)
+    assert outcome == "NoDevice" if refused else len(outcome) == 1
+
+
+def test_at_least_ninety_hosts_with_the_longest_names_fit_in_one_message() -> None:
+    """The bound docs/deploy.md gives: the cut message grows with the hosts only, at worst by a
+    63-character host name, a 190-character domain and a 253-character MDE name each."""
+    domain = ".".join(["d" * 62, "e" * 62, "f" * 62])
+    hosts = []
+    for i in range(90):
+        host = _host(i, mde_name=True)
+        host["properties"]["hostName"] = f"{i:02d}" + "h" * 61
+        host["properties"]["dnsDomain"] = domain
+        host["properties"]["additionalData"]["DeviceDnsName"] = (f"{i:02d}" + "h" * 61 + "." + domain)[:253]
+        hosts.append(host)
+    incident = _busy_incident(hosts)
+    incident["object"]["properties"]["title"] = "T&<" * 85  # a long title, escaping included
+    sent, message = _forward(incident)
+    assert len(sent.encode()) < QUEUE_MESSAGE_LIMIT
+    assert len(message["object"]["properties"]["relatedEntities"]) == 90
 
 
 # The smart values of the documented Jira rule, and where the fixture holds each one's value.
