@@ -66,12 +66,16 @@ def stage(root: Path, out: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT, help="package folder (default: build/functionapp)")
+    parser.add_argument("--zip", type=Path, help="also write the package as this zip file")
     args = parser.parse_args(argv)
     out = args.out.resolve()
     if ROOT not in out.parents:
         raise SystemExit(f"error: the package folder must be inside the repository, not {out}")
     entries = stage(ROOT, out)
     print(f"staged {out.relative_to(ROOT)}: {', '.join(entries)}", file=sys.stderr)
+    if args.zip is not None:
+        archive = shutil.make_archive(str(args.zip.resolve().with_suffix("")), "zip", out)
+        print(f"zipped {archive}", file=sys.stderr)
     return 0
 
 

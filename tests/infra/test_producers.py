@@ -17,8 +17,8 @@ from xml.etree import ElementTree
 
 import pytest
 
+from shared.domain.events import parse_alert_event
 from shared.errors import InvalidRequest
-from shared.events import parse_alert_event
 
 from .logic_apps import Run
 from .test_bicep import INFRA, MODULES, ROOT, Template, body, dotted, walk
