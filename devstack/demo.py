@@ -1,4 +1,4 @@
-"""``make demo``: the local stack, six sample messages, and a table of every result they produce.
+"""``make demo``: the local stack, seven sample messages, and a table of every result they produce.
 
 The samples are pushed in a fixed order and the duplicate alert only after the first alert's result,
 so every run shows the same outcomes. Rendering is pure (``render_table``, ``device_label``) so it
@@ -73,29 +73,32 @@ SAMPLES: tuple[Sample, ...] = (
     Sample("isolation-requests", "this is not JSON", "A message that is not JSON", None),
     Sample(
         "release-requests",
-        {
-            "machineId": ENG_PC,
-            "ticketId": "INC0012345",
-            "requestedBy": "ana@contoso.com",
-            "approved": True,
-            "comment": "Reimaged and verified clean",
-            "requestId": "demo-release-1",
-        },
-        "Approved release ticket",
+        {"machineId": ENG_PC, "ticketId": "FAKE-0001", "requestedBy": "ciso@contoso.com", "approved": True,
+         "requestId": "demo-release-forged"},
+        "Forged release: claims an approval but names no ticket system that could confirm it",
+        "demo-release-forged",
+    ),
+    Sample(
+        "release-requests",
+        {"ticketSystem": "jira", "ticketId": "SEC-1001", "comment": "Reimaged and verified clean",
+         "requestId": "demo-release-1"},
+        "Release ticket SEC-1001, approved in Jira: read from Jira, then released",
         "demo-release-1",
     ),
     Sample(
         "release-requests",
-        {"deviceName": "ws-eng-0007.contoso.local", "ticketId": "INC0012399",
-         "requestedBy": "bob@contoso.com", "approved": False, "requestId": "demo-release-unapproved"},
-        "Release ticket that is not approved (device named by DNS name)",
+        {"ticketSystem": "jira", "ticketId": "SEC-1002", "requestId": "demo-release-unapproved"},
+        "Release ticket SEC-1002, still waiting for approval in Jira",
         "demo-release-unapproved",
     ),
 )  # fmt: skip
+# The Jira issues the release samples name: (key, status, device); Ana approves, Ben requests.
+JIRA_ISSUES = (("SEC-1001", "Approved for release", ENG_PC), ("SEC-1002", "Waiting for approval", ENG_PC))
+ANA, BEN = "5b10a2844c20165700ede21b", "5b10a2844c20165700ede21d"
 
-# 6 first results + a final status for each of the 4 submitted actions (the duplicate alert's final
+# 7 first results + a final status for each of the 4 submitted actions (the duplicate alert's final
 # status is the first alert's action's, written to its own stream too).
-EXPECTED_RESULTS = 10
+EXPECTED_RESULTS = 11
 
 OUTCOMES = {
     "Submitted": "MDE accepted a new action; it is followed until its final status",
@@ -103,7 +106,7 @@ OUTCOMES = {
     "duplicate, another request holds it)",
     "Succeeded": "final status: the device checked in and the action completed",
     "TrackingExpired": "still not final at the tracking deadline (the demo's is seconds, the default 48 h)",
-    "Rejected": "refused before any MDE write; error.code says why",
+    "Rejected": "refused before any MDE write (a refused release costs no MDE call); error.code says why",
     "Skipped": "the isolation policy decided not to isolate (rule and reason in the result)",
     "HeldForApproval": "the blast-radius breaker is open",
     "DryRun": "DRY_RUN=true: the call that would have been made",
@@ -135,6 +138,7 @@ def run(out: TextIO = sys.stdout) -> int:
         simulator_options={"pending_s": 120},
     ) as stack:
         stack.start_host()
+        open_tickets(stack)
         machines = requests.get(f"{stack.mde_url}/_control/machines", timeout=10).json()
         results, request_ids = _push_and_collect(stack, out)
         if len(results) < EXPECTED_RESULTS:
@@ -146,6 +150,17 @@ def run(out: TextIO = sys.stdout) -> int:
     out.write("\n" + render_results(samples, results, machines) + "\n\n")
     out.write(render_key(results) + "\n" + NEXT + "\n")
     return 0 if len(results) >= EXPECTED_RESULTS else 1
+
+
+def open_tickets(stack: LocalStack) -> None:
+    """The Jira issues the release samples name, as a ticket flow would have left them."""
+    jira = stack.jira_control
+    jira.user(BEN, "Ben Requester", "ben.requester@contoso.com")
+    for key, status, device in JIRA_ISSUES:
+        fields = {"summary": "Release the device", "status": "Waiting for approval", "reporter": BEN}
+        jira.upsert_issue(key, {**fields, "customfield_10050": device})
+        if status != "Waiting for approval":
+            jira.transition(key, status, ANA)
 
 
 def _push_and_collect(stack: LocalStack, out: TextIO) -> tuple[list[dict[str, Any]], list[str]]:
@@ -220,6 +235,8 @@ def _detail(result: Mapping[str, Any]) -> str:
     error = result.get("error")
     if error:
         return f"{error['code']}: {error['message']}"
+    if result.get("approvedBy") and result["sequence"] == 1:
+        return f"read from {result['ticketSystem']}: approved by {result['approvedBy']}"
     if result.get("duplicateOf"):
         if result["sequence"] == 1:
             return f"answered from the ledger: {result['duplicateOf']} holds this device, no MDE call"

@@ -4,6 +4,7 @@ at import time), even when the first messages arrive together on several worker 
 from __future__ import annotations
 
 import functools
+import logging
 import random
 import threading
 from datetime import UTC, datetime
@@ -11,6 +12,8 @@ from datetime import UTC, datetime
 from azure.core.credentials import TokenCredential
 
 from .adapters.identity import CredentialTokenProvider, managed_identity_credential
+from .adapters.jira import JiraClient
+from .adapters.ledger.approvals import TableApprovals
 from .adapters.ledger.audit import TableAudit
 from .adapters.ledger.breaker import TableBreaker
 from .adapters.ledger.claims import TableClaims
@@ -18,10 +21,12 @@ from .adapters.ledger.finals import TableFinals
 from .adapters.ledger.store import TableStore, table_client
 from .adapters.mde import MdeClient
 from .adapters.queues import QueueOutbox, StorageQueueSender
-from .ports import Ports
+from .adapters.servicenow import ServiceNowClient
+from .ports import Jira, Ports, ServiceNow
 from .settings import Settings, get_settings
 from .usecases.context import Context
 
+logger = logging.getLogger(__name__)
 _LOCK = threading.Lock()
 
 
@@ -46,6 +51,7 @@ def build_context(settings: Settings) -> Context:
         tokens,
         timeout=(settings.http_connect_timeout, settings.http_read_timeout),
         retries=settings.http_retries,
+        app_id=settings.azure_client_id,
     )
     storage_credential = _storage_credential(settings, credential)
     store = TableStore(table_client(settings.storage, settings.ledger_table, storage_credential))
@@ -56,10 +62,35 @@ def build_context(settings: Settings) -> Context:
         finals=TableFinals(store),
         audit=TableAudit(store),
         outbox=QueueOutbox(StorageQueueSender(settings.storage, storage_credential), settings.results_queue),
+        approvals=TableApprovals(store),
         clock=lambda: datetime.now(UTC),
         rng=random.Random(),  # noqa: S311 - jitter, not crypto
+        jira=_jira(settings),
+        servicenow=_servicenow(settings),
     )
+    if settings.isolation_policy.release.trust_unverified_requests:
+        logger.warning(
+            "release.trustUnverifiedRequests is on: a release no ticket system confirms is trusted by "
+            "its message alone, so whoever can write to %s can release a device",
+            settings.release_queue,
+        )
     return Context.of(settings, ports)
+
+
+def _jira(settings: Settings) -> Jira | None:
+    jira = settings.jira
+    if jira is None:
+        return None
+    return JiraClient(
+        jira.base_url, api_version=jira.api_version, user_email=jira.user_email, api_token=jira.api_token
+    )
+
+
+def _servicenow(settings: Settings) -> ServiceNow | None:
+    servicenow = settings.servicenow
+    if servicenow is None:
+        return None
+    return ServiceNowClient(servicenow.base_url, username=servicenow.username, password=servicenow.password)
 
 
 def _storage_credential(settings: Settings, mde_credential: TokenCredential) -> TokenCredential | None:

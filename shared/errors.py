@@ -49,6 +49,11 @@ class TransientError(ContainmentError):
         self.retry_after = retry_after
 
 
+class Throttled(TransientError):
+    """429: a rate limit. The request waits (re-enqueued) for ``retry_after`` seconds instead of
+    spending host redeliveries."""
+
+
 class MdeApiError(ContainmentError):
     """An error response (or no response) from the MDE API, with the facts needed to chase it."""
 
@@ -110,9 +115,8 @@ class MdeTransientError(MdeApiError, TransientError):
         self.retry_after = retry_after
 
 
-class MdeThrottled(MdeTransientError):
-    """429: MDE's rate limit for this API. The request waits (re-enqueued) for ``retry_after``
-    seconds instead of spending host redeliveries."""
+class MdeThrottled(MdeTransientError, Throttled):
+    """429: MDE's rate limit for this API."""
 
 
 class MdeThrottledLocally(MdeThrottled):

@@ -4,7 +4,7 @@ Azure Table storage and Azure Storage queues; tests/fakes.py implements them in 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -28,8 +28,8 @@ class Mde(Protocol):
 
     def cancel_action(self, action_id: str, comment: str) -> MachineAction: ...
 
-    def list_actions(self, machine_id: str, action_type: str) -> list[MachineAction]:
-        """Actions of one type on one machine, newest first."""
+    def list_actions(self, machine_id: str, action_type: str | None = None) -> list[MachineAction]:
+        """Actions on one machine (of one type, when given), newest first."""
         ...
 
     def get_machine(self, machine_id: str) -> Machine: ...
@@ -47,6 +47,34 @@ class Mde(Protocol):
     def admit_release(self, group: ApiGroup) -> bool:
         """May a release's essential call go to this API now (containment comes first)?"""
         ...
+
+    def app_id(self) -> str:
+        """The client id MDE records as ``requestor`` of this service's actions ('' if unknown)."""
+        ...
+
+
+class Jira(Protocol):
+    """A Jira site's REST API (Cloud v3 or Data Center v2); errors are ``Ticket*`` errors."""
+
+    def issue(self, key: str, fields: Sequence[str]) -> dict[str, Any]:
+        """The issue with those fields and its complete changelog."""
+        ...
+
+    def add_comment(self, key: str, text: str) -> dict[str, Any]: ...
+
+
+class ServiceNow(Protocol):
+    """A ServiceNow instance's Table API; errors are ``Ticket*`` errors."""
+
+    def record(self, table: str, number: str, fields: Sequence[str]) -> dict[str, Any] | None:
+        """The record with that number (display values ``all``), or None."""
+        ...
+
+    def approvals(self, record_sys_id: str) -> list[dict[str, Any]]:
+        """The record's approved ``sysapproval_approver`` rows."""
+        ...
+
+    def add_work_note(self, table: str, sys_id: str, text: str) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -67,7 +95,7 @@ class Claim:
 
 
 class Claims(Protocol):
-    """Per-device isolation claims (storm de-duplication) and what this service submitted."""
+    """Per-device isolation claims (storm de-duplication)."""
 
     def claim(self, machine_id: str, request_id: str, now: datetime, window: timedelta) -> Claim: ...
 
@@ -75,13 +103,22 @@ class Claims(Protocol):
         """Give up this request's claim before submitting; another request's claim is left alone."""
         ...
 
-    def record_isolation(
-        self, machine_id: str, request_id: str, action_id: str, now: datetime, *, owned: bool
-    ) -> None: ...
+    def record_isolation(self, machine_id: str, request_id: str, action_id: str, now: datetime) -> None:
+        """The isolation went to MDE: storm duplicates now get ``action_id``."""
+        ...
 
-    def record_release(self, machine_id: str, request_id: str, action_id: str, now: datetime) -> None: ...
+    def record_release(self, machine_id: str, request_id: str, action_id: str, now: datetime) -> None:
+        """The device was released: the next alert is a new isolation, not a storm duplicate."""
+        ...
 
-    def isolated_by_us(self, machine_id: str) -> bool: ...
+
+class Approvals(Protocol):
+    """Ticket approvals already relied on: an approval releases once."""
+
+    def use(self, approval_id: str, request_id: str, now: datetime) -> str | None:
+        """Let ``request_id`` release with this approval: None when it may (first, or the same
+        request again), else the request that already used it."""
+        ...
 
 
 class Breaker(Protocol):
@@ -152,5 +189,8 @@ class Ports:
     finals: Finals
     audit: Audit
     outbox: Outbox
+    approvals: Approvals
     clock: Clock
     rng: random.Random
+    jira: Jira | None = None  # None: not configured (JIRA_BASE_URL unset)
+    servicenow: ServiceNow | None = None  # None: not configured (SERVICENOW_BASE_URL unset)

@@ -1,6 +1,6 @@
 """App settings: read from the environment once per process, validated, frozen.
 
-Every setting is documented in the README ("Configuration"). A missing or malformed setting
+Every setting is documented in docs/configuration.md. A missing or malformed setting
 raises ``ConfigError`` naming it.
 """
 
@@ -11,10 +11,10 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .domain.events.ticket_mappings import TicketMappings, load_ticket_mappings
 from .domain.model import GUID
@@ -82,6 +82,35 @@ class Settings:
     ticket_mappings: TicketMappings
     dry_run: bool
     device_cache_seconds: float
+    jira: JiraSettings | None = None  # None: releases from Jira cannot be verified
+    servicenow: ServiceNowSettings | None = None  # None: releases from ServiceNow cannot be verified
+
+    @property
+    def jira_base_url(self) -> str | None:
+        return self.jira.base_url if self.jira else None
+
+    @property
+    def servicenow_base_url(self) -> str | None:
+        return self.servicenow.base_url if self.servicenow else None
+
+
+@dataclass(frozen=True)
+class JiraSettings:
+    """A Jira site releases are verified against (Cloud REST v3, or Data Center REST v2)."""
+
+    base_url: str
+    api_version: Literal[2, 3]
+    user_email: str | None  # None: the token is a Data Center personal access token (Bearer)
+    api_token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ServiceNowSettings:
+    """A ServiceNow instance releases are verified against."""
+
+    base_url: str
+    username: str
+    password: str = field(repr=False)
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:
@@ -96,6 +125,47 @@ def _https_url(env: Mapping[str, str], name: str, default: str) -> str:
     if not (value.startswith("https://") or loopback):
         raise ConfigError(f"{name} must be an https:// URL (got {value!r})")
     return value.rstrip("/")
+
+
+def _secret(env: Mapping[str, str], name: str, needed_by: str) -> str:
+    """A credential: required once ``needed_by`` is set; an unresolved Key Vault reference (the
+    platform could not read the secret) is a configuration error, never a password."""
+    value = _optional(env, name)
+    if value is None:
+        raise ConfigError(f"{name} must be set when {needed_by} is set")
+    if value.startswith("@Microsoft.KeyVault("):
+        raise ConfigError(
+            f"{name} is an unresolved Key Vault reference: check that the secret exists and that the "
+            "app's identity holds Key Vault Secrets User on it (docs/deploy.md)"
+        )
+    return value
+
+
+def _jira(env: Mapping[str, str]) -> JiraSettings | None:
+    if _optional(env, "JIRA_BASE_URL") is None:
+        return None
+    version = _optional(env, "JIRA_API_VERSION") or "3"
+    if version not in ("2", "3"):
+        raise ConfigError(f"JIRA_API_VERSION must be 3 (Jira Cloud) or 2 (Data Center), got {version!r}")
+    return JiraSettings(
+        base_url=_https_url(env, "JIRA_BASE_URL", ""),
+        api_version=2 if version == "2" else 3,
+        user_email=_optional(env, "JIRA_USER_EMAIL"),
+        api_token=_secret(env, "JIRA_API_TOKEN", "JIRA_BASE_URL"),
+    )
+
+
+def _servicenow(env: Mapping[str, str]) -> ServiceNowSettings | None:
+    if _optional(env, "SERVICENOW_BASE_URL") is None:
+        return None
+    username = _optional(env, "SERVICENOW_USERNAME")
+    if username is None:
+        raise ConfigError("SERVICENOW_USERNAME must be set when SERVICENOW_BASE_URL is set")
+    return ServiceNowSettings(
+        base_url=_https_url(env, "SERVICENOW_BASE_URL", ""),
+        username=username,
+        password=_secret(env, "SERVICENOW_PASSWORD", "SERVICENOW_BASE_URL"),
+    )
 
 
 def _queue_name(env: Mapping[str, str], name: str, default: str) -> str:
@@ -237,6 +307,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         ticket_mappings=load_ticket_mappings(_optional(env, "TICKET_MAPPINGS")),
         dry_run=_boolean(env, "DRY_RUN", default=False),
         device_cache_seconds=_number(env, "DEVICE_CACHE_SECONDS", 300, 0, 3600),
+        jira=_jira(env),
+        servicenow=_servicenow(env),
     )
 
 

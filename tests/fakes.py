@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.functions.queue import QueueMessage
 
+from shared.adapters.ticket_http import TicketNotFound
 from shared.domain.breaker import BreakerResult, BreakerState, take_breaker_slot
 from shared.domain.model import IsolationType, MachineAction, is_final
 from shared.domain.policy_config import BreakerPolicy
@@ -24,6 +25,14 @@ from shared.settings import load_settings
 from shared.usecases.context import Context
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+TICKETS = {  # both ticket systems configured (the fakes answer for them)
+    "JIRA_BASE_URL": "https://contoso.atlassian.net",
+    "JIRA_USER_EMAIL": "bot@contoso.com",
+    "JIRA_API_TOKEN": "token",
+    "SERVICENOW_BASE_URL": "https://contoso.service-now.com",
+    "SERVICENOW_USERNAME": "svc",
+    "SERVICENOW_PASSWORD": "password",
+}
 APP_ID = "7d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d"  # this service's client id: MDE's requestor
 ANALYST = "0c0ffee0-0000-4000-8000-00000000a11a"
 
@@ -132,8 +141,8 @@ class FakeMde:
             raise _not_found("MachineAction", action_id)
         return found
 
-    def _of(self, machine_id: str, action_type: str) -> list[dict[str, Any]]:
-        mine = [a for a in self.actions if a["machineId"] == machine_id and a["type"] == action_type]
+    def _of(self, machine_id: str, action_type: str | None) -> list[dict[str, Any]]:
+        mine = [a for a in self.actions if a["machineId"] == machine_id and action_type in (None, a["type"])]
         return sorted(mine, key=lambda a: a["creationDateTimeUtc"], reverse=True)
 
     def get_action(self, action_id: str) -> MachineAction:
@@ -148,7 +157,7 @@ class FakeMde:
         action.update(status="Cancelled", cancellationComment=comment)
         return MachineAction(dict(action))
 
-    def list_actions(self, machine_id: str, action_type: str) -> list[MachineAction]:
+    def list_actions(self, machine_id: str, action_type: str | None = None) -> list[MachineAction]:
         self._call("machineactions", f"{machine_id} {action_type}")
         return [MachineAction(dict(a)) for a in self._of(machine_id, action_type)]
 
@@ -178,11 +187,13 @@ class FakeMde:
     def admit_release(self, group: ApiGroup) -> bool:
         return self.admits_releases
 
+    def app_id(self) -> str:
+        return APP_ID
+
 
 @dataclass
 class FakeClaims:
     rows: dict[str, Claim] = field(default_factory=dict)
-    owned: dict[str, bool] = field(default_factory=dict)
 
     def claim(self, machine_id: str, request_id: str, now: datetime, window: timedelta) -> Claim:
         holder = self.rows.get(machine_id)
@@ -198,19 +209,115 @@ class FakeClaims:
         if holder is not None and holder.request_id == request_id and holder.state == "claimed":
             del self.rows[machine_id]
 
-    def record_isolation(
-        self, machine_id: str, request_id: str, action_id: str, now: datetime, *, owned: bool
-    ) -> None:
+    def record_isolation(self, machine_id: str, request_id: str, action_id: str, now: datetime) -> None:
         self.rows[machine_id] = Claim(False, request_id, action_id, "submitted", now)
-        if owned:
-            self.owned[machine_id] = True
 
     def record_release(self, machine_id: str, request_id: str, action_id: str, now: datetime) -> None:
         self.rows.pop(machine_id, None)
-        self.owned[machine_id] = False
 
-    def isolated_by_us(self, machine_id: str) -> bool:
-        return self.owned.get(machine_id, False)
+
+@dataclass
+class FakeApprovals:
+    used: dict[str, str] = field(default_factory=dict)
+
+    def use(self, approval_id: str, request_id: str, now: datetime) -> str | None:
+        holder = self.used.setdefault(approval_id, request_id)
+        return None if holder == request_id else holder
+
+
+@dataclass
+class FakeJira:
+    """Jira issues as ``GET /rest/api/3/issue/{key}?expand=changelog`` returns them."""
+
+    issues: dict[str, dict[str, Any]] = field(default_factory=dict)
+    comments: list[tuple[str, str]] = field(default_factory=list)
+    calls: int = 0
+    fail: list[Exception] = field(default_factory=list)
+
+    def issue(self, key: str, fields: Sequence[str]) -> dict[str, Any]:
+        self.calls += 1
+        if self.fail:
+            raise self.fail.pop(0)
+        if key not in self.issues:
+            message = "Issue does not exist or you do not have permission to see it."
+            raise TicketNotFound("JiraTicketNotFound", message, system="Jira", method="GET", url=key)
+        return copy(self.issues[key])
+
+    def add_comment(self, key: str, text: str) -> dict[str, Any]:
+        self.comments.append((key, text))
+        return {"id": str(len(self.comments))}
+
+
+def jira_issue(
+    key: str, device: str, *, status: str = "Approved for release", approver: str = "ana@contoso.com",
+    reporter: str = "ben@contoso.com",
+) -> dict[str, Any]:  # fmt: skip
+    """An issue moved into ``status`` by ``approver`` (its latest history)."""
+    history = {
+        "id": f"1{len(key)}0{sum(map(ord, key + status + approver))}",
+        "author": {"accountId": "acc-" + approver.split("@")[0], "emailAddress": approver},
+        "created": "2026-11-23T09:00:00.000+0000",
+        "items": [
+            {"field": "status", "fieldtype": "jira", "fromString": "Awaiting approval", "toString": status}
+        ],
+    }
+    return {
+        "key": key,
+        "fields": {
+            "status": {"name": status},
+            "summary": f"Release {device}",
+            "reporter": {"accountId": "acc-reporter", "emailAddress": reporter, "displayName": "Ben"},
+            "customfield_10050": device,
+        },
+        "changelog": {"startAt": 0, "maxResults": 1, "total": 1, "histories": [history]},
+    }
+
+
+@dataclass
+class FakeServiceNow:
+    """ServiceNow records and approvals as the Table API returns them (display values ``all``)."""
+
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    approval_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    notes: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def record(self, table: str, number: str, fields: Sequence[str]) -> dict[str, Any] | None:
+        found = self.records.get(number)
+        return copy(found) if found is not None else None
+
+    def approvals(self, record_sys_id: str) -> list[dict[str, Any]]:
+        return list(self.approval_rows.get(record_sys_id, []))
+
+    def add_work_note(self, table: str, sys_id: str, text: str) -> dict[str, Any]:
+        self.notes.append((table, sys_id, text))
+        return {"sys_id": sys_id}
+
+
+def both(value: str) -> dict[str, str]:
+    """A field as ``sysparm_display_value=all`` gives it."""
+    return {"display_value": value, "value": value}
+
+
+def servicenow_record(number: str, device: str, *, approval: str = "approved") -> dict[str, Any]:
+    sys_id = f"{sum(map(ord, number)):032x}"
+    return {
+        "number": both(number),
+        "sys_id": both(sys_id),
+        "approval": {"display_value": approval.capitalize(), "value": approval},
+        "cmdb_ci": {"display_value": device, "value": "9d3e7b1c1b2a5110a7e3f0c2dd4bcb21", "link": "x"},
+        "requested_for": {"display_value": "Ben Requester", "value": "62826bf03710200044e0bfc8bcbe5df1"},
+        "short_description": both(f"Release {device}"),
+    }
+
+
+def servicenow_approval_row(record: dict[str, Any], approver: str) -> dict[str, Any]:
+    return {
+        "sys_id": both(f"{sum(map(ord, approver)):032x}"),
+        "approver": {"display_value": approver, "value": "a" * 32},
+        "state": {"display_value": "Approved", "value": "approved"},
+        "sys_updated_on": both("2026-11-23 09:00:00"),
+        "sysapproval": both(record["sys_id"]["value"]),
+    }
 
 
 @dataclass
@@ -284,6 +391,12 @@ class FakeOutbox:
         return [r["outcome"] for r in self.results]
 
 
+def copy(document: Mapping[str, Any]) -> dict[str, Any]:
+    """What a client gets: a copy of the service's document."""
+    copied: dict[str, Any] = json.loads(json.dumps(document))
+    return copied
+
+
 @dataclass
 class World:
     """A context on fakes, and the fakes themselves for the test to arrange and inspect."""
@@ -296,6 +409,9 @@ class World:
     finals: FakeFinals
     audit: FakeAudit
     outbox: FakeOutbox
+    approvals: FakeApprovals
+    jira: FakeJira
+    servicenow: FakeServiceNow
 
     def deliver(self, body: dict[str, Any] | bytes, action: str = "Isolate", dequeue_count: int = 1) -> None:
         """Hand one queue message to ``shared.app.handle`` as the Functions worker would."""
@@ -311,15 +427,24 @@ class World:
 def world(*, policy: Mapping[str, Any] | None = None, **settings: str) -> World:
     """Fakes behind a context whose settings come from the real parser (``settings`` are app
     settings, e.g. ``DRY_RUN="true"``; ``policy`` is ``ISOLATION_POLICY``)."""
-    env = {"CONTAINMENT_STORAGE": "UseDevelopmentStorage=true", "DEVICE_CACHE_SECONDS": "0", **settings}
+    env = {
+        "CONTAINMENT_STORAGE": "UseDevelopmentStorage=true",
+        "DEVICE_CACHE_SECONDS": "0",
+        **TICKETS,
+        **settings,
+    }
     if policy is not None:
         env["ISOLATION_POLICY"] = json.dumps(policy)
     config = load_settings(env)
     clock = FixedClock()
     mde, breaker = FakeMde(clock), FakeBreaker(config.isolation_policy.breaker)
     claims, finals, audit, outbox = FakeClaims(), FakeFinals(), FakeAudit(), FakeOutbox()
-    ports = Ports(mde, claims, breaker, finals, audit, outbox, clock, random.Random(7))
-    return World(Context.of(config, ports), clock, mde, claims, breaker, finals, audit, outbox)
+    approvals, jira, servicenow = FakeApprovals(), FakeJira(), FakeServiceNow()
+    ports = Ports(
+        mde, claims, breaker, finals, audit, outbox, approvals, clock, random.Random(7), jira, servicenow
+    )
+    context = Context.of(config, ports)
+    return World(context, clock, mde, claims, breaker, finals, audit, outbox, approvals, jira, servicenow)
 
 
 def _not_found(what: str, key: str) -> MdeNotFound:

@@ -7,7 +7,9 @@ build paths.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
+import json
 import logging
 import random
 import re
@@ -108,14 +110,22 @@ class MdeClient:
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
         budget: CallBudget | None = None,
+        app_id: str | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        self._app_id = app_id
         self._tokens = token_provider
         self._timeout = timeout
         self._retries = retries
         self._session = session or requests.Session()
         self._sleep = sleep
         self._budget = budget or CallBudget()
+
+    def app_id(self) -> str:
+        """The configured client id (AZURE_CLIENT_ID), else the ``appid`` of our own token."""
+        if self._app_id is None:
+            self._app_id = token_app_id(self._tokens.get_token())
+        return self._app_id
 
     def has_spare(self, group: ApiGroup) -> bool:
         return self._budget.has_spare(group)
@@ -211,14 +221,13 @@ class MdeClient:
         path = f"/api/machineactions/{validate_action_id(action_id)}/cancel"
         return self._action("cancel", "POST", path, {"Comment": comment})
 
-    def list_actions(self, machine_id: str, action_type: str) -> list[MachineAction]:
-        """Actions of one type on one machine, newest first (sorted here: the API has no $orderby)."""
-        if not re.fullmatch(r"[A-Za-z]{1,40}", action_type):
-            raise InvalidRequest("InvalidActionType", "action type must be a plain word")
-        odata_filter = (
-            f"machineId eq {odata_string(validate_machine_id(machine_id))} "
-            f"and type eq {odata_string(action_type)}"
-        )
+    def list_actions(self, machine_id: str, action_type: str | None = None) -> list[MachineAction]:
+        """Actions on one machine (of one type, when given), newest first (sorted here)."""
+        odata_filter = f"machineId eq {odata_string(validate_machine_id(machine_id))}"
+        if action_type is not None:
+            if not re.fullmatch(r"[A-Za-z]{1,40}", action_type):
+                raise InvalidRequest("InvalidActionType", "action type must be a plain word")
+            odata_filter += f" and type eq {odata_string(action_type)}"
         data = self._call(
             "machineactions", "GET", f"/api/machineactions?$filter={quote(odata_filter, safe='')}"
         )
@@ -249,6 +258,18 @@ class MdeClient:
         when = timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         path = f"/api/machines/findbyip(ip='{ip}',timestamp={when})"
         return _values(self._call("findbyip", "GET", path))
+
+
+def token_app_id(token: str) -> str:
+    """The client id in an access token's claims (``appid`` in v1 tokens, ``azp`` in v2); '' when
+    it cannot be read. Our own token, from our own identity endpoint: read, not verified."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return ""
+    found = claims.get("appid") or claims.get("azp") if isinstance(claims, dict) else None
+    return found if isinstance(found, str) else ""
 
 
 def _values(data: Any) -> list[dict[str, Any]]:

@@ -41,7 +41,7 @@ import requests
 from requests.auth import AuthBase
 from urllib3.exceptions import NewConnectionError
 
-from ..errors import ConfigError, ContainmentError, InvalidRequest, PermanentError, TransientError
+from ..errors import ConfigError, ContainmentError, InvalidRequest, PermanentError, Throttled, TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class TicketTransientError(TicketApiError, TransientError):
         self.retry_after = retry_after
 
 
-class TicketThrottled(TicketTransientError):
+class TicketThrottled(TicketTransientError, Throttled):
     """429: rate-limited; call again after ``retry_after`` seconds."""
 
 

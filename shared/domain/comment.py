@@ -26,7 +26,8 @@ def mde_comment(request: ContainmentRequest) -> str:
         origin = f"source={request.source.system}" + (f":{request.source.id}" if request.source.id else "")
         text = f"{lead} {MARKER}{origin} {request_marker(request.request_id)}"
     else:
-        lead = f"Release approved in ticket {request.ticket_id}, requested by {request.requested_by}"
+        by = f" by {request.approved_by}" if request.approved_by else ""
+        lead = f"Release approved in ticket {request.ticket_id}{by}, requested by {request.requested_by}"
         text = f"{lead}: {request.comment}" if request.comment else lead
         text += f" {MARKER}{request_marker(request.request_id)}"
     text = "".join(ch if ch.isprintable() else " " for ch in text)

@@ -76,6 +76,8 @@ def _device(document: dict[str, Any]) -> DeviceRef:
         return DeviceRef(machine_id=validate_machine_id(document["machineId"]))
     if "deviceName" in document:
         return DeviceRef(device_name=document["deviceName"])
+    if "ipAddress" not in document:
+        return DeviceRef()  # a release may leave the device to its ticket
     try:
         ip = str(ipaddress.ip_address(document["ipAddress"]))
     except ValueError:
@@ -111,7 +113,8 @@ def parse_isolation(document: dict[str, Any], fallback_request_id: str) -> Conta
 
 
 def parse_release(document: dict[str, Any], fallback_request_id: str) -> ContainmentRequest:
-    """A canonical release request (``release-request.schema.json``)."""
+    """A canonical release request (``release-request.schema.json``): which ticket approves it, and
+    what the sender claims about it (a claim only counts once the ticket system confirms it)."""
     _validate("release-request.schema.json", document)
     return ContainmentRequest(
         action="Unisolate",
@@ -119,9 +122,10 @@ def parse_release(document: dict[str, Any], fallback_request_id: str) -> Contain
         source=_source(document, document["ticketId"]),
         device=_device(document),
         comment=document.get("comment"),
+        ticket_system=document.get("ticketSystem"),
         ticket_id=document["ticketId"],
-        requested_by=document["requestedBy"],
-        approved=document["approved"],
+        requested_by=document.get("requestedBy"),
+        approved=document.get("approved", False),
         attempt=document.get("attempt", 1),
     )
 
@@ -149,8 +153,8 @@ def to_canonical(request: ContainmentRequest, **changes: Any) -> dict[str, Any]:
         if request.severity:
             document["severity"] = request.severity
     else:
-        document.update(
-            ticketId=request.ticket_id, requestedBy=request.requested_by, approved=request.approved
-        )
+        document.update(ticketId=request.ticket_id, approved=request.approved)
+        optional = {"ticketSystem": request.ticket_system, "requestedBy": request.requested_by}
+        document.update({k: v for k, v in optional.items() if v is not None})
     document.update(changes)
     return document

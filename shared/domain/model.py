@@ -22,6 +22,8 @@ DEVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # deviceName in the sc
 Action = Literal["Isolate", "Unisolate"]
 OPPOSITE: dict[Action, Action] = {"Isolate": "Unisolate", "Unisolate": "Isolate"}
 IsolationType = Literal["Full", "Selective", "UnManagedDevice"]
+TicketSystem = Literal["jira", "servicenow"]
+TICKET_SYSTEMS: tuple[TicketSystem, ...] = ("jira", "servicenow")
 ISOLATION_TYPES: tuple[IsolationType, ...] = ("Full", "Selective", "UnManagedDevice")
 
 # MDE's final statuses (lower-cased; older docs spell "Canceled") -> the outcome of a final result.
@@ -105,9 +107,11 @@ class ContainmentRequest:
     comment: str | None = None
     isolation_type: IsolationType = "Full"
     severity: str | None = None
+    ticket_system: TicketSystem | None = None  # a release: the system of record to verify it with
     ticket_id: str | None = None
-    requested_by: str | None = None
-    approved: bool = False
+    requested_by: str | None = None  # as the message claims it, until verified with the ticket
+    approved: bool = False  # likewise
+    approved_by: str | None = None  # read from the ticket system
     attempt: int = 1  # deliveries after a 429 re-enqueue count up from here
 
 

@@ -4,8 +4,8 @@ release it. Pure: facts (the MDE Machine, whether this service isolated a device
 Isolation (first that applies): ``protected`` -> ``Skipped`` ``Protected`` (or
 ``MachineFactsUnavailable`` when a rule cannot be checked: a device we cannot prove unprotected is
 not isolated automatically); ``minimumSeverity`` -> ``Skipped`` ``BelowMinimumSeverity``; else
-``Isolate`` with the isolation type. Release: not approved -> ``NotApproved``; requester not
-allowed -> ``RequesterNotAllowed``; not our isolation (when required) -> ``NotIsolatedByService``.
+``Isolate`` with the isolation type. Release (of an approval verified with the ticket system):
+requester or approver not on an allow-list -> ``RequesterNotAllowed`` / ``ApproverNotAllowed``.
 Where these decisions sit among the storm de-duplication and the breaker is the isolate use case's
 story (shared/usecases/isolate.py).
 """
@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+from .approval import Approval, ascii_identity
 from .events.severity import normalise_severity
 from .model import ContainmentRequest, IsolationType
 from .policy_config import (
@@ -92,43 +93,24 @@ def decide_isolation(
     return Decision("Isolate", rule, isolation_type=isolation_type)
 
 
-def decide_release(
-    request: ContainmentRequest, policy: IsolationPolicy, *, isolated_by_us: bool | None
-) -> Decision:
-    """``Release`` or ``Rejected`` (``NotApproved``, ``RequesterNotAllowed``, ``NotIsolatedByService``).
-
-    ``isolated_by_us``: whether this service isolated the device (from the ledger or the machine's
-    action history); ``None`` when not checked. With ``onlyReleaseOwnIsolations`` an unchecked or
-    unknown answer rejects: a release we cannot justify is not made.
-    """
+def decide_release(approval: Approval, policy: IsolationPolicy) -> Decision:
+    """``Release`` or ``Rejected`` (``RequesterNotAllowed``, ``ApproverNotAllowed``) for an approved
+    ticket. Allow-lists compare ASCII addresses only (``ascii_identity``): a look-alike never passes."""
     release = policy.release
-    ticket = request.ticket_id or "(no ticket)"
-    if not request.approved:
-        return Decision(
-            "Rejected", f"release.requireApproval: ticket {ticket} is not approved", reason="NotApproved"
-        )
-    passed = [f"ticket {ticket} approved"]
-    if release.allowed_requesters is not None:
-        requester = (request.requested_by or "").strip().casefold()
-        pattern = next(
-            (p for p in release.allowed_requesters if requester and _glob(requester, p.casefold())), None
-        )
+    approver = f" by {approval.approved_by}" if approval.approved_by else ""
+    passed = [f"ticket {approval.ticket_id} approved{approver}"]
+    for who, value, allowed, reason in (
+        ("requester", approval.requested_by, release.allowed_requesters, "RequesterNotAllowed"),
+        ("approver", approval.approved_by, release.allowed_approvers, "ApproverNotAllowed"),
+    ):
+        if allowed is None:
+            continue
+        identity = ascii_identity(value)
+        pattern = next((p for p in allowed if identity and _glob(identity, p)), None)
+        setting = f"release.allowed{who.capitalize()}s"
         if pattern is None:
-            return Decision(
-                "Rejected",
-                f"release.allowedRequesters: {request.requested_by!r} matches no allowed requester",
-                reason="RequesterNotAllowed",
-            )
-        passed.append(f"requester matches release.allowedRequesters: {pattern}")
-    if release.only_release_own_isolations:
-        if isolated_by_us is not True:
-            why = "was not isolated" if isolated_by_us is False else "cannot be shown to have been isolated"
-            return Decision(
-                "Rejected",
-                f"release.onlyReleaseOwnIsolations: the device {why} by this service",
-                reason="NotIsolatedByService",
-            )
-        passed.append("isolated by this service")
+            return Decision("Rejected", f"{setting}: {value!r} matches no allowed {who}", reason=reason)
+        passed.append(f"{who} matches {setting}: {pattern}")
     return Decision("Release", "release: " + "; ".join(passed))
 
 

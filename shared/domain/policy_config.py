@@ -66,11 +66,14 @@ class BreakerPolicy:
 
 @dataclass(frozen=True)
 class ReleasePolicy:
-    """Who may release. ``allowed_requesters`` ``None``: any requester of an approved ticket."""
+    """Who may release. An allow-list ``None``: anybody (with an approved ticket)."""
 
     require_approval: bool = True
     allowed_requesters: tuple[str, ...] | None = None
+    allowed_approvers: tuple[str, ...] | None = None
     only_release_own_isolations: bool = False
+    trust_unverified_requests: bool = False  # releases no ticket system confirms: trusted (unsafe)
+    cancel_foreign_isolations: bool = False  # a release may cancel someone else's pending isolation
 
 
 @dataclass(frozen=True)
@@ -260,15 +263,37 @@ def _breaker(value: object) -> BreakerPolicy:
 
 
 def _release(value: object) -> ReleasePolicy:
-    document = _object(value, "release", ("requireApproval", "allowedRequesters", "onlyReleaseOwnIsolations"))
+    keys = (
+        "requireApproval", "allowedRequesters", "allowedApprovers", "onlyReleaseOwnIsolations",
+        "trustUnverifiedRequests", "cancelForeignIsolations",
+    )  # fmt: skip
+    document = _object(value, "release", keys)
     if document.get("requireApproval", True) is not True:
         raise _fail("release.requireApproval", "must be true: an unapproved ticket never releases a device")
-    allowed = None
-    if "allowedRequesters" in document:
-        # An empty list would read as "nobody"; leaving the key out means "anybody": say which.
-        _list(document["allowedRequesters"], "release.allowedRequesters")
-        allowed = _strings(document["allowedRequesters"], "release.allowedRequesters")
-    own = document.get("onlyReleaseOwnIsolations", False)
-    if not isinstance(own, bool):
-        raise _fail("release.onlyReleaseOwnIsolations", f"must be true or false (got {own!r})")
-    return ReleasePolicy(allowed_requesters=allowed, only_release_own_isolations=own)
+    return ReleasePolicy(
+        allowed_requesters=_addresses(document, "allowedRequesters"),
+        allowed_approvers=_addresses(document, "allowedApprovers"),
+        only_release_own_isolations=_flag(document, "onlyReleaseOwnIsolations"),
+        trust_unverified_requests=_flag(document, "trustUnverifiedRequests"),
+        cancel_foreign_isolations=_flag(document, "cancelForeignIsolations"),
+    )
+
+
+def _addresses(document: dict[str, Any], key: str) -> tuple[str, ...] | None:
+    """An allow-list of address globs, ASCII only (compared lower-cased); absent: anybody."""
+    if key not in document:
+        return None
+    # An empty list would read as "nobody"; leaving the key out means "anybody": say which.
+    _list(document[key], f"release.{key}")
+    patterns = _strings(document[key], f"release.{key}")
+    for i, pattern in enumerate(patterns):
+        if not pattern.isascii():
+            raise _fail(f"release.{key}[{i}]", f"must be ASCII (got {pattern!r})")
+    return tuple(p.lower() for p in patterns)
+
+
+def _flag(document: dict[str, Any], key: str) -> bool:
+    value = document.get(key, False)
+    if not isinstance(value, bool):
+        raise _fail(f"release.{key}", f"must be true or false (got {value!r})")
+    return value

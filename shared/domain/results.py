@@ -67,8 +67,8 @@ class Subject:
         details: dict[str, Any] = {}
         if request.action == "Isolate":
             details["isolationType"] = request.isolation_type
-        else:
-            details.update(requestedBy=request.requested_by, ticketId=request.ticket_id)
+        else:  # who requested and approved it comes from the ticket system, once it is read
+            details["ticketId"] = request.ticket_id
         return cls(request.action, request.request_id, request.source, machine, details)
 
     @classmethod

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-from ..domain.comment import is_ours
 from ..domain.model import ContainmentRequest
 from ..ports import Claim
 from .context import Context
@@ -27,14 +26,9 @@ class DeviceHold:
         self.kept = not real
 
     def submitted(self, submission: Submission, now: datetime) -> None:
-        """The isolation went to MDE: storm duplicates now get its action. The device counts as
-        ours only for an action we created (MDE may answer with an analyst's pending one)."""
+        """The isolation went to MDE: storm duplicates now get its action, and the claim is kept."""
         self.kept = True
-        action = submission.action
-        owned = submission.outcome == "Submitted" or is_ours(action.comment)
-        self._ctx.ports.claims.record_isolation(
-            self._machine_id, self._request_id, action.id, now, owned=owned
-        )
+        self._ctx.ports.claims.record_isolation(self._machine_id, self._request_id, submission.action.id, now)
 
 
 @contextmanager

@@ -15,9 +15,9 @@ from ..domain.tracking import delay_before_check, device_online, first_tracking
 from ..errors import (
     ContainmentError,
     InvalidRequest,
-    MdeThrottled,
     MdeThrottledLocally,
     PermanentError,
+    Throttled,
     TransientError,
 )
 from ..ports import Machine
@@ -49,7 +49,7 @@ def ended(
     request: ContainmentRequest, subject: Subject, error: Exception, delivery: Delivery, ctx: Context
 ) -> Reply:
     """A request's story cut short: throttled (back to the queue), refused, or interrupted."""
-    if isinstance(error, MdeThrottled):
+    if isinstance(error, Throttled):
         return retry_later(request, subject, error, ctx)
     if isinstance(error, PermanentError):
         return refused(subject, error)
@@ -82,8 +82,9 @@ def interrupted(
     return Reply(results=(Result(subject, "Failed", sequence, error=final),), failure=error)
 
 
-def retry_later(request: ContainmentRequest, subject: Subject, error: MdeThrottled, ctx: Context) -> Reply:
-    """429: the same request again after ``Retry-After``, instead of burning host deliveries; after
+def retry_later(request: ContainmentRequest, subject: Subject, error: Throttled, ctx: Context) -> Reply:
+    """429 (MDE's or the ticket system's): the same request again after ``Retry-After``, instead of
+    burning host deliveries; after
     too many throttled attempts, ``Failed`` (retryable). A call refused in this process (an
     earlier 429's wait still running) reached nobody and costs no attempt."""
     local = isinstance(error, MdeThrottledLocally)

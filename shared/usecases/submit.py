@@ -31,13 +31,20 @@ class Submission:
     cancelled: tuple[str, ...] | None = None
 
 
-def submit(mde: Mde, request: ContainmentRequest, machine_id: str, delivery: Delivery) -> Submission:
-    """Post the request's action once, however often the request is delivered."""
+def submit(
+    mde: Mde,
+    request: ContainmentRequest,
+    machine_id: str,
+    delivery: Delivery,
+    known: list[MachineAction] | None = None,
+) -> Submission:
+    """Post the request's action once, however often the request is delivered. ``known``: the
+    machine's actions, when the caller has just listed them (saves listing them again)."""
     if delivery.dequeue_count > 1 or request.attempt > 1:
-        own = find_own_action(mde, machine_id, request)
+        own = find_own_action(mde, machine_id, request, known)
         if own is not None:
             return Submission("Submitted" if own.is_final else "AlreadyPending", own)
-    cancelled = settle_opposite(mde, machine_id, request)
+    cancelled = settle_opposite(mde, machine_id, request, known)
     outcome, action = post(mde, request, machine_id)
     return Submission(outcome, action, cancelled)
 
@@ -62,16 +69,26 @@ def post(mde: Mde, request: ContainmentRequest, machine_id: str) -> tuple[str, M
     return "Submitted", action
 
 
-def find_own_action(mde: Mde, machine_id: str, request: ContainmentRequest) -> MachineAction | None:
+def find_own_action(
+    mde: Mde, machine_id: str, request: ContainmentRequest, known: list[MachineAction] | None = None
+) -> MachineAction | None:
     """The action an earlier delivery of this request created: its comment carries the request id."""
     marker = request_marker(request.request_id)
-    return next((a for a in mde.list_actions(machine_id, request.action) if marker in a.comment), None)
+    actions = (
+        of_type(known, request.action) if known is not None else mde.list_actions(machine_id, request.action)
+    )
+    return next((a for a in actions if marker in a.comment), None)
 
 
-def settle_opposite(mde: Mde, machine_id: str, request: ContainmentRequest) -> tuple[str, ...]:
-    """The newer request wins: cancel pending opposite actions on the same machine."""
+def settle_opposite(
+    mde: Mde, machine_id: str, request: ContainmentRequest, known: list[MachineAction] | None = None
+) -> tuple[str, ...]:
+    """The newer request wins: cancel pending opposite actions on the same machine (for a release,
+    the caller has refused one that is not ours unless the policy lets it cancel those too)."""
+    opposite = OPPOSITE[request.action]
+    listed = of_type(known, opposite) if known is not None else mde.list_actions(machine_id, opposite)
     cancelled = []
-    for action in pending(mde, machine_id, OPPOSITE[request.action]):
+    for action in [a for a in listed if not a.is_final]:
         try:
             mde.cancel_action(action.id, cancel_comment(request.action, request.request_id))
         except PermanentError as e:
@@ -86,3 +103,7 @@ def settle_opposite(mde: Mde, machine_id: str, request: ContainmentRequest) -> t
 def pending(mde: Mde, machine_id: str, action_type: str) -> list[MachineAction]:
     """Not-final actions of one type on a machine, newest first."""
     return [a for a in mde.list_actions(machine_id, action_type) if not a.is_final]
+
+
+def of_type(actions: list[MachineAction], action_type: str) -> list[MachineAction]:
+    return [a for a in actions if a.type == action_type]

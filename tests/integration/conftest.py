@@ -37,6 +37,10 @@ ONLINE_PC = "c28460d93e441d30869ebb33920c06acbb6fd75e"  # ws-fin-0142.contoso.lo
 ENG_PC = "142b3441161eb63d57b41d1338407a04c781740d"  # ws-eng-0007.contoso.local
 OFFLINE_PC = "9c4f08247909332d14a6ae9170a78b792337ff0b"  # ws-hr-0031.contoso.local, Inactive
 UNKNOWN_PC = "0" * 40
+# Jira users (the simulator seeds Ana; Ben is created by jira_approves) and ServiceNow users (seeded).
+ANA = "5b10a2844c20165700ede21b"  # Ana Approver, ana.approver@contoso.com
+BEN = "5b10a2844c20165700ede21d"  # Ben Requester, ben.requester@contoso.com
+APPROVED = "Approved for release"  # TICKET_MAPPINGS' default approved status
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +70,8 @@ def clean(stack: LocalStack, sim: Sim) -> Iterator[LocalStack]:
         ledger.delete_entity(entity["PartitionKey"], entity["RowKey"])
     stack.other_results.clear()
     stack.identity.reset()
+    stack.jira_control.reset()
+    stack.servicenow_control.reset()
     yield stack
     stack.stop_hosts()
 
@@ -170,3 +176,34 @@ def runtime(stack: LocalStack, monkeymodule: pytest.MonkeyPatch) -> Context:
     for key in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER"):
         monkeymodule.setenv(key, env[key])
     return build_context(load_settings(env))
+
+
+def jira_approves(
+    stack: LocalStack, key: str, device: str, *, approver: str = ANA, status: str = APPROVED
+) -> None:
+    """Jira issue ``key``, reported by Ben, asks to release ``device``; ``approver`` moved it to
+    ``status`` (the transition is in its changelog)."""
+    jira = stack.jira_control
+    jira.user(BEN, "Ben Requester", "ben.requester@contoso.com")
+    fields = {"summary": f"Release {device}", "status": "Waiting for approval", "reporter": BEN}
+    jira.upsert_issue(key, {**fields, "customfield_10050": device})
+    jira.transition(key, status, approver)
+
+
+def servicenow_approves(
+    stack: LocalStack, number: str, ci_name: str, *, approver: str = "ana.approver"
+) -> str:
+    """ServiceNow requested item ``number`` for CI ``ci_name``, requested for Ben, approved by
+    ``approver`` (an approved sysapproval_approver row); returns its sys_id."""
+    servicenow = stack.servicenow_control
+    ci = servicenow.ci(ci_name)["sys_id"]["value"]
+    ben = servicenow.user("ben.requester")["sys_id"]["value"]
+    fields = {"cmdb_ci": ci, "requested_for": ben, "short_description": f"Release {ci_name}"}
+    record = servicenow.upsert_record(fields, number=number)
+    servicenow.approve(number, approver)
+    return str(record["sys_id"]["value"])
+
+
+def jira_release(key: str, request_id: str, **fields: object) -> dict[str, object]:
+    """A canonical release naming its Jira ticket: all the service will rely on is that ticket."""
+    return {"ticketSystem": "jira", "ticketId": key, "requestId": request_id, **fields}

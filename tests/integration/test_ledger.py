@@ -20,6 +20,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from devstack.azurite import Azurite
+from shared.adapters.ledger.approvals import TableApprovals
 from shared.adapters.ledger.audit import TableAudit
 from shared.adapters.ledger.breaker import TableBreaker
 from shared.adapters.ledger.claims import TableClaims
@@ -294,7 +295,7 @@ def test_storm_duplicates_get_the_winners_action_once_it_is_submitted(
     ledger: Ledger, table: TableClient
 ) -> None:
     assert ledger.claims.claim(PC, "alert-1", T0, WINDOW).won
-    ledger.claims.record_isolation(PC, "alert-1", "action-1", T0 + timedelta(seconds=2), owned=True)
+    ledger.claims.record_isolation(PC, "alert-1", "action-1", T0 + timedelta(seconds=2))
     duplicate = ledger.claims.claim(PC, "alert-2", T0 + timedelta(minutes=5), WINDOW)
     assert not duplicate.won
     assert (duplicate.request_id, duplicate.action_id, duplicate.state) == (
@@ -308,25 +309,23 @@ def test_storm_duplicates_get_the_winners_action_once_it_is_submitted(
         "action-1",
         "submitted",
     )
-    assert ledger.claims.isolated_by_us(PC) and not ledger.claims.isolated_by_us(OTHER_PC)
     assert ledger.claims.claim(OTHER_PC, "alert-3", T0, WINDOW).won  # other devices are not affected
 
 
 def test_a_redelivered_request_wins_its_own_claim_again_with_its_action(ledger: Ledger) -> None:
     ledger.claims.claim(PC, "alert-1", T0, WINDOW)
     assert ledger.claims.claim(PC, "alert-1", T0 + timedelta(seconds=30), WINDOW).won
-    ledger.claims.record_isolation(PC, "alert-1", "action-1", T0 + timedelta(minutes=1), owned=True)
+    ledger.claims.record_isolation(PC, "alert-1", "action-1", T0 + timedelta(minutes=1))
     again = ledger.claims.claim(PC, "alert-1", T0 + timedelta(minutes=2), WINDOW)
     assert again.won and again.state == "submitted" and again.action_id == "action-1"
 
 
 def test_after_the_window_a_new_alert_claims_the_device_again(ledger: Ledger) -> None:
     ledger.claims.claim(PC, "alert-1", T0, WINDOW)
-    ledger.claims.record_isolation(PC, "alert-1", "action-1", T0, owned=True)
+    ledger.claims.record_isolation(PC, "alert-1", "action-1", T0)
     later = T0 + WINDOW + timedelta(seconds=1)
     claim = ledger.claims.claim(PC, "alert-2", later, WINDOW)
     assert claim.won and claim.state == "claimed"
-    assert ledger.claims.isolated_by_us(PC)  # ownership outlives the storm window
 
 
 def test_an_abandoned_claim_frees_the_device_but_not_someone_elses(
@@ -337,26 +336,22 @@ def test_an_abandoned_claim_frees_the_device_but_not_someone_elses(
     assert not ledger.claims.claim(PC, "alert-2", T0, WINDOW).won
     ledger.claims.abandon(PC, "held-by-breaker")
     assert ledger.claims.claim(PC, "alert-2", T0, WINDOW).won
-    ledger.claims.record_isolation(PC, "alert-2", "action-2", T0, owned=True)
+    ledger.claims.record_isolation(PC, "alert-2", "action-2", T0)
     ledger.claims.abandon(PC, "alert-2")  # submitted: no longer abandonable
     row = claim_row(table, PC)
     assert row is not None and row["state"] == "submitted"
 
 
-def test_an_isolation_the_service_did_not_create_dedupes_storms_but_is_not_owned(ledger: Ledger) -> None:
+def test_an_isolation_the_service_did_not_create_still_dedupes_storms(ledger: Ledger) -> None:
     ledger.claims.claim(PC, "alert-1", T0, WINDOW)
-    ledger.claims.record_isolation(PC, "alert-1", "analysts-action", T0, owned=False)
-    assert not ledger.claims.isolated_by_us(PC)
+    ledger.claims.record_isolation(PC, "alert-1", "analysts-action", T0)  # MDE answered with it
     assert ledger.claims.claim(PC, "alert-2", T0, WINDOW).action_id == "analysts-action"
 
 
-def test_a_release_by_the_service_ends_ownership_and_the_storm_window(
-    ledger: Ledger, table: TableClient
-) -> None:
+def test_a_release_by_the_service_ends_the_storm_window(ledger: Ledger, table: TableClient) -> None:
     ledger.claims.claim(PC, "alert-1", T0, WINDOW)
-    ledger.claims.record_isolation(PC, "alert-1", "action-1", T0, owned=True)
+    ledger.claims.record_isolation(PC, "alert-1", "action-1", T0)
     ledger.claims.record_release(PC, "INC001-release", "action-2", T0 + timedelta(minutes=10))
-    assert not ledger.claims.isolated_by_us(PC)
     row = claim_row(table, PC)
     assert row is not None and row["state"] == "released"
     assert ledger.claims.claim(PC, "alert-9", T0 + timedelta(minutes=11), WINDOW).won
@@ -398,9 +393,29 @@ def test_final_result_markers_are_unaffected(ledger: Ledger) -> None:
     assert not ledger.finals.reported("action-1", "req-1")
     ledger.breaker.take_slot("req-1", PC, T0)
     ledger.claims.claim(PC, "req-1", T0, WINDOW)
-    ledger.claims.record_isolation(PC, "req-1", "action-1", T0, owned=True)
+    ledger.claims.record_isolation(PC, "req-1", "action-1", T0)
     ledger.audit.record(AuditEntry("req-1", "Isolate", "Submitted", T0, PC, "action-1"))
     assert not ledger.finals.reported("action-1", "req-1")
     ledger.finals.mark_reported("action-1", "req-1", "Succeeded", {"id": "action-1"}, T0)
     assert ledger.finals.reported("action-1", "req-1")
     assert not ledger.finals.reported("action-1", "req-2")  # per request: a shared action reports each
+
+
+# --- approvals used -----------------------------------------------------------------------------
+
+
+def test_an_approval_is_used_once_however_many_race_for_it(table: TableClient) -> None:
+    approvals = TableApprovals(TableStore(table))
+    barrier = threading.Barrier(8)
+
+    def use(i: int) -> str | None:
+        barrier.wait()
+        return approvals.use("jira:SEC-1:10042", f"req-{i}", T0)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(use, range(8)))
+    assert answers.count(None) == 1  # exactly one request may release with it
+    winner = f"req-{answers.index(None)}"
+    assert {a for a in answers if a is not None} == {winner}  # the others are told who used it
+    assert approvals.use("jira:SEC-1:10042", winner, T0 + timedelta(hours=1)) is None  # a redelivery
+    assert approvals.use("jira:SEC-1:10043", "req-x", T0) is None  # a new approval of the same ticket

@@ -11,20 +11,27 @@ from collections.abc import Callable
 from datetime import datetime
 
 import pytest
+from azure.functions.queue import QueueMessage as TriggerMessage
 
 from devstack.stack import CLIENT_ID, LocalStack
-from shared.adapters.budget import CallBudget
+from shared import app
+from shared.adapters.budget import CALLS_PER_MINUTE, CallBudget
 from shared.adapters.identity import CredentialTokenProvider, managed_identity_credential
 from shared.adapters.mde import MdeClient
 from shared.usecases.context import Context
+from shared.usecases.outcomes import device_state
 from tests.integration.conftest import (
     ENG_PC,
+    OFFLINE_PC,
     ONLINE_PC,
     UNKNOWN_PC,
     Sim,
     analyst_isolates,
+    jira_approves,
+    jira_release,
     queue_bodies,
     results_for,
+    results_so_far,
     settled,
     wait_until,
 )
@@ -38,15 +45,13 @@ def isolation(request_id: str, machine_id: str = ONLINE_PC, **fields: object) ->
     return {"machineId": machine_id, "requestId": request_id, **fields}
 
 
-def release(request_id: str, machine_id: str = ENG_PC, **fields: object) -> dict[str, object]:
-    return {
-        "machineId": machine_id,
-        "ticketId": "INC0012345",
-        "requestedBy": "ana@contoso.com",
-        "approved": True,
-        "requestId": request_id,
-        **fields,
-    }
+def release(
+    stack: LocalStack, request_id: str, machine_id: str = ENG_PC, **fields: object
+) -> dict[str, object]:
+    """A release naming Jira issue SEC-<n>, which Ana approved for ``machine_id``."""
+    key = f"SEC-{sum(map(ord, request_id))}"
+    jira_approves(stack, key, machine_id)
+    return jira_release(key, request_id, **fields)
 
 
 def test_isolation_request_reaches_mde_exactly_as_documented(host: Host, sim: Sim) -> None:
@@ -97,21 +102,22 @@ def test_isolation_request_reaches_mde_exactly_as_documented(host: Host, sim: Si
 
 def test_release_request_unisolates_with_ticket_and_requester_in_the_comment(host: Host, sim: Sim) -> None:
     stack = host()
-    stack.send("release-requests", release("rel-1", comment="Reimaged"))
+    stack.send("release-requests", release(stack, "rel-1", comment="Reimaged"))
     submitted, final = results_for(stack, "rel-1", 2)
 
     (post,) = sim.requests("unisolate")
     assert post["path"] == f"/api/machines/{ENG_PC}/unisolate"
     assert post["json"] == {
-        "Comment": "Release approved in ticket INC0012345, requested by ana@contoso.com: Reimaged"
-        " [mde-containment request=rel-1]"
+        "Comment": "Release approved in ticket SEC-417 by ana.approver@contoso.com, requested by"
+        " ben.requester@contoso.com: Reimaged [mde-containment request=rel-1]"
     }
-    assert (submitted["outcome"], submitted["action"], submitted["requestedBy"]) == (
+    assert (submitted["outcome"], submitted["action"], submitted["requestedBy"], submitted["approvedBy"]) == (
         "Submitted",
         "Unisolate",
-        "ana@contoso.com",
+        "ben.requester@contoso.com",
+        "ana.approver@contoso.com",
     )
-    assert submitted["source"]["id"] == "INC0012345"
+    assert (submitted["source"]["id"], submitted["ticketId"]) == ("SEC-417", "SEC-417")
     assert final["outcome"] == "Succeeded"
 
 
@@ -301,7 +307,7 @@ def test_after_a_429_nothing_goes_to_that_api_before_retry_after(host: Host, sim
     sim.fault(api="machines", status=429, count=1, retryAfter=3)
     stack = host()
     log_start = len(stack.host_logs())
-    stack.send("release-requests", release("ra-rel"))
+    stack.send("release-requests", release(stack, "ra-rel"))
     (released,) = results_for(stack, "ra-rel", 1)
     assert released["outcome"] == "Submitted"
     assert released["deviceOnline"] is None  # its best-effort state read met the 429
@@ -340,3 +346,99 @@ def with_budget(runtime: Context, budget: CallBudget) -> Context:
     )
     mde = MdeClient(settings.mde_api_base_url, tokens, retries=0, budget=budget)
     return Context.of(runtime.settings, dataclasses.replace(runtime.ports, mde=mde))
+
+
+def test_the_device_state_read_only_spends_spare_budget(runtime: Context, sim: Sim) -> None:
+    budget = CallBudget()
+    ctx = with_budget(runtime, budget)
+    for _ in range(CALLS_PER_MINUTE // 2 - 1):  # e.g. the storm's isolation look-ups
+        budget.spend("machines")
+    state = device_state({"id": ONLINE_PC}, ctx)
+    assert state["deviceOnline"] is True
+    assert len(sim.requests("machines")) == 1
+    # That read spent the last spare call: now the rest of the minute is kept for containment.
+    assert device_state({"id": ONLINE_PC}, ctx) == {"deviceOnline": None, "lastSeen": None, "name": None}
+    assert len(sim.requests("machines")) == 1
+
+
+def test_a_release_yields_its_action_check_to_containment_during_a_storm(
+    runtime: Context, clean: LocalStack, sim: Sim
+) -> None:
+    budget = CallBudget()
+    for _ in range(80):  # the storm's isolations used 80 % of the minute's action checks
+        budget.spend("machineactions")
+    while budget.admit_release("machineactions"):  # and releases used their floor
+        pass
+    body = json.dumps(release(clean, "yield-1")).encode()
+    message = TriggerMessage(id="m-yield-1", body=body, dequeue_count=1, pop_receipt="r")
+    app.handle(message, "Unisolate", with_budget(runtime, budget))
+    assert sim.requests("machineactions") == [] and sim.requests("unisolate") == []
+    assert results_so_far(clean) == []
+    queue = clean.queue("release-requests")
+    assert queue.get_queue_properties().approximate_message_count == 1  # re-enqueued, invisible
+    assert queue.peek_messages() == []
+    # A minute later (here: a fresh budget) the floor is back and the release goes through.
+    message = TriggerMessage(id="m-yield-2", body=body, dequeue_count=1, pop_receipt="r")
+    app.handle(message, "Unisolate", with_budget(runtime, CallBudget()))
+    (submitted,) = results_for(clean, "yield-1", 1)
+    assert submitted["outcome"] == "Submitted"
+    assert len(sim.requests("unisolate")) == 1
+
+
+def test_offline_device_is_reported_and_tracking_expires_at_the_deadline(host: Host, sim: Sim) -> None:
+    stack = host(TRACKING_DEADLINE_HOURS="0.001")  # 3.6 s
+    stack.send("isolation-requests", isolation("off-1", machine_id=OFFLINE_PC))
+    submitted, final = results_for(stack, "off-1", 2, timeout=30)
+    assert submitted["outcome"] == "Submitted"
+    assert submitted["deviceOnline"] is False
+    assert submitted["lastSeen"]
+    assert final["outcome"] == "TrackingExpired"
+    assert final["lastStatus"] == "Pending"
+    assert final["sequence"] == 2
+
+
+def test_isolating_cancels_a_pending_release_first(host: Host, sim: Sim) -> None:
+    stack = host()
+    stack.send("release-requests", release(stack, "race-rel", machine_id=OFFLINE_PC))
+    (released,) = results_for(stack, "race-rel", 1)
+    stack.send("isolation-requests", isolation("race-iso", machine_id=OFFLINE_PC))
+    (isolated,) = results_for(stack, "race-iso", 1)
+    assert isolated["outcome"] == "Submitted"
+    assert isolated["cancelledActions"] == [released["machineAction"]["id"]]
+    (cancel,) = sim.requests("cancel")
+    assert cancel["path"] == f"/api/machineactions/{released['machineAction']['id']}/cancel"
+    assert cancel["json"] == {"Comment": "Superseded by Isolate request race-iso [mde-containment]"}
+    # the cancelled release ends with its own final result
+    (final,) = results_for(stack, "race-rel", 1)
+    assert final["outcome"] == "Cancelled"
+
+
+def test_device_names_are_resolved_exactly_never_by_substring(host: Host, sim: Sim) -> None:
+    twin = {**machine_record(sim, ENG_PC), "id": "ab" * 20, "lastIpAddress": "10.9.9.9"}
+    sim.machines([{**twin, "computerDnsName": "ws-twin-01.contoso.local"}, {**twin, "id": "cd" * 20,
+                  "computerDnsName": "WS-TWIN-01.contoso.local"}])  # fmt: skip
+    stack = host()
+    names = {
+        "name-fqdn": "WS-ENG-0007.contoso.local",  # exact, case-insensitive
+        "name-bare": "ws-eng-0007",  # a bare host name matches the first label
+        "name-stale": "ws-sales-0099.contoso.local",  # one Active record + two stale ones
+        "name-twins": "ws-twin-01.contoso.local",  # two Active records: never a guess
+        "name-prefix": "ws-eng-000",  # a prefix is not a match
+    }
+    for request_id, name in names.items():
+        stack.send("isolation-requests", {"deviceName": name, "requestId": request_id})
+    got = {request_id: results_for(stack, request_id, 1)[0] for request_id in names}
+    assert got["name-fqdn"]["machine"]["id"] == ENG_PC
+    assert got["name-bare"]["machine"]["id"] == ENG_PC
+    assert got["name-stale"]["machine"]["id"] == "58e7b99603ae8ab07c70b95172007a23b6d37fdc"
+    assert "stale records ignored" in got["name-stale"]["resolution"]
+    assert got["name-twins"]["error"]["code"] == "AmbiguousDevice"
+    assert "ab" * 20 in got["name-twins"]["error"]["message"]
+    assert got["name-prefix"]["error"]["code"] == "DeviceNotFound"
+    queries = [str(r["query"]) for r in sim.requests("machines")]
+    assert any("computerDnsName eq 'ws-eng-0007.contoso.local'" in q for q in queries)
+    assert any("startswith(computerDnsName,'ws-eng-0007')" in q for q in queries)
+
+
+def machine_record(sim: Sim, machine_id: str) -> dict[str, object]:
+    return next(m for m in sim.machine_records() if m["id"] == machine_id)

@@ -9,7 +9,16 @@ from typing import Any
 import pytest
 
 from devstack.stack import LocalStack
-from tests.integration.conftest import ENG_PC, ONLINE_PC, Sim, results_for
+from tests.integration.conftest import (
+    ANA,
+    APPROVED,
+    ENG_PC,
+    ONLINE_PC,
+    Sim,
+    jira_approves,
+    jira_release,
+    results_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -53,16 +62,8 @@ def test_protected_and_below_threshold_devices_are_skipped_with_the_rule(host: H
 def test_dry_run_does_everything_but_the_post(host: Host, sim: Sim) -> None:
     stack = host(DRY_RUN="true")
     stack.send("isolation-requests", {"machineId": ONLINE_PC, "requestId": "dry-1", "comment": "why"})
-    stack.send(
-        "release-requests",
-        {
-            "machineId": ENG_PC,
-            "ticketId": "T-1",
-            "requestedBy": "ana@contoso.com",
-            "approved": True,
-            "requestId": "dry-2",
-        },
-    )
+    jira_approves(stack, "SEC-1", ENG_PC)
+    stack.send("release-requests", jira_release("SEC-1", "dry-2"))
     (isolate,) = results_for(stack, "dry-1", 1)
     (release,) = results_for(stack, "dry-2", 1)
     assert isolate["outcome"] == "DryRun"
@@ -99,22 +100,26 @@ def test_breaker_holds_exactly_n_across_two_concurrent_hosts(host: Host, sim: Si
 def test_release_needs_an_allowed_requester_and_our_own_isolation(host: Host, sim: Sim) -> None:
     rules = policy(release={"allowedRequesters": ["*@contoso.com"], "onlyReleaseOwnIsolations": True})
     stack = host(ISOLATION_POLICY=rules)
+    jira_approves(stack, "SEC-9", ONLINE_PC)
+    stack.jira_control.user("mallory-1", "Mallory", "mallory@evil.example")
+    stack.jira_control.upsert_issue("SEC-8", {"summary": "Release", "reporter": "mallory-1",
+                                              "customfield_10050": ONLINE_PC})  # fmt: skip
+    stack.jira_control.transition("SEC-8", APPROVED, ANA)
 
-    def release(request_id: str, machine_id: str, requester: str) -> None:
-        body = {"machineId": machine_id, "ticketId": "T-9", "requestedBy": requester, "approved": True}
-        stack.send("release-requests", {**body, "requestId": request_id})
-
-    release("rel-outsider", ONLINE_PC, "mallory@evil.example")
+    stack.send("release-requests", jira_release("SEC-8", "rel-outsider", requestedBy="ana@contoso.com"))
     (outsider,) = results_for(stack, "rel-outsider", 1)
     assert (outsider["outcome"], outsider["error"]["code"]) == ("Rejected", "RequesterNotAllowed")
 
-    release("rel-not-ours", ONLINE_PC, "ana@contoso.com")
+    stack.send("release-requests", jira_release("SEC-9", "rel-not-ours"))
     (not_ours,) = results_for(stack, "rel-not-ours", 1)
     assert (not_ours["outcome"], not_ours["error"]["code"]) == ("Rejected", "NotIsolatedByService")
 
     stack.send("isolation-requests", {"machineId": ONLINE_PC, "requestId": "iso-ours"})
     results_for(stack, "iso-ours", 2)  # Submitted, then Succeeded
-    release("rel-ours", ONLINE_PC, "ana@contoso.com")
+    stack.send("release-requests", jira_release("SEC-9", "rel-ours"))
     (ours,) = results_for(stack, "rel-ours", 1)
     assert ours["outcome"] == "Submitted"
-    assert "ticket T-9, requested by ana@contoso.com" in ours["machineAction"]["requestorComment"]
+    assert (
+        "ticket SEC-9 by ana.approver@contoso.com, requested by ben.requester@contoso.com"
+        in (ours["machineAction"]["requestorComment"])
+    )

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from devstack.stack import LocalStack
-from tests.integration.conftest import Sim, results_for
+from tests.integration.conftest import Sim, jira_approves, results_for, servicenow_approves
 
 pytestmark = pytest.mark.integration
 
@@ -103,14 +103,23 @@ def test_documented_ticket_producers_release_through_the_pipeline(host: Host, si
         ]
     )
     stack = host()
+    # The body is only a hint: the ticket it names is read from the ticket system, approved there.
+    if fixture.startswith("jira"):
+        jira_approves(stack, "SEC-142", "1e5bc9d7e413ddd7902c2932e418702b84d0cc07")
+    else:
+        servicenow_approves(stack, "RITM0010042", "ws-0142.corp.contoso.com")
     message_id = stack.send("release-requests", body)
     (result,) = first_results(stack, f"msg-{message_id}", 1)
     assert result["outcome"] == "Submitted", result
+    assert result["approvedBy"] == "ana.approver@contoso.com"
+    assert result["requestedBy"] == (
+        "ben.requester@contoso.com" if fixture.startswith("jira") else "Ben Requester"
+    )
     assert result["action"] == "Unisolate"
     assert result["machine"]["id"] == "1e5bc9d7e413ddd7902c2932e418702b84d0cc07"
     (post,) = sim.requests("unisolate")
     assert post["json"]["Comment"].startswith(
-        f"Release approved in ticket {result['source']['id']}, requested by "
+        f"Release approved in ticket {result['source']['id']} by ana.approver@contoso.com, requested by "
     )
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from shared.domain.comment import COMMENT_MAX, mde_comment
 from shared.domain.messages import decode_body, parse_isolation, parse_release, schema_errors
+from shared.domain.model import DeviceRef
 from shared.errors import InvalidRequest
 
 MACHINE = "1e5bc9d7e413ddd7902c2932e418702b84d0cc07"
@@ -111,20 +112,23 @@ def test_invalid_isolation_requests_are_refused(document: dict[str, object]) -> 
         parse_isolation(document, "m")
 
 
-def test_release_request_needs_ticket_requester_and_approval() -> None:
-    request = parse_release(release(), "m")
-    assert (request.action, request.ticket_id, request.requested_by, request.approved) == (
+def test_release_request_names_its_ticket_and_the_rest_are_claims() -> None:
+    request = parse_release(release(ticketSystem="servicenow"), "m")
+    assert (request.action, request.ticket_system, request.ticket_id) == (
         "Unisolate",
+        "servicenow",
         "INC0012345",
-        "ana@contoso.com",
-        True,
     )
+    assert (request.requested_by, request.approved) == ("ana@contoso.com", True)  # claims, verified later
     assert request.source.id == "INC0012345"
-    for missing in ("ticketId", "requestedBy", "approved"):
-        document = release()
-        del document[missing]
-        with pytest.raises(InvalidRequest, match=missing):
-            parse_release(document, "m")
+    document = release()
+    del document["ticketId"]
+    with pytest.raises(InvalidRequest, match="ticketId"):
+        parse_release(document, "m")
+    bare = parse_release({"ticketId": "SEC-1", "ticketSystem": "jira"}, "m")
+    assert (bare.requested_by, bare.approved, bare.device) == (None, False, DeviceRef())
+    with pytest.raises(InvalidRequest, match="ticketSystem"):
+        parse_release(release(ticketSystem="remedy"), "m")
 
 
 def test_release_with_approved_as_a_string_is_a_schema_violation() -> None:

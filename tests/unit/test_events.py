@@ -428,10 +428,14 @@ def jira_webhook(to_status: str | None, device: object = MACHINE) -> dict[str, A
     items = [{"field": "status", "toString": to_status}] if to_status else []
     return {
         "webhookEvent": "jira:issue_updated",
-        "user": {"displayName": "Ben", "emailAddress": "ben@contoso.com"},
+        "user": {"displayName": "Ana", "emailAddress": "ana@contoso.com"},  # who made this update
         "issue": {
             "key": "SEC-1",
-            "fields": {"status": {"name": "Approved for release"}, "customfield_10050": device},
+            "fields": {
+                "status": {"name": "Approved for release"},
+                "customfield_10050": device,
+                "reporter": {"displayName": "Ben", "emailAddress": "ben@contoso.com"},
+            },
         },
         "changelog": {"items": items},
     }
@@ -469,16 +473,15 @@ def test_release_request_id_and_source_come_from_the_ticket() -> None:
     request = parse_release_event(jira_webhook("Approved for release"), BASE, TicketMappings())
     assert request.request_id == f"{BASE}:SEC-1"
     assert request.source == Source(system="jira", id="SEC-1")
-    assert request.ticket_id == "SEC-1" and request.requested_by == "ben@contoso.com"
+    assert (request.ticket_system, request.ticket_id) == ("jira", "SEC-1")
+    assert request.requested_by == "ben@contoso.com"  # the reporter, not whoever made the update
 
 
-def test_a_ticket_without_a_requester_is_refused_naming_the_fields_tried() -> None:
-    document = jira_webhook("Approved for release")
-    del document["user"]
-    with pytest.raises(InvalidRequest) as raised:
-        parse_release_event(document, BASE, TicketMappings())
-    assert raised.value.code == "NoRequester"
-    assert "user.emailAddress" in raised.value.message
+def test_a_webhook_is_a_hint_a_missing_requester_or_device_is_left_to_the_ticket() -> None:
+    document = jira_webhook("Approved for release", device=None)
+    del document["issue"]["fields"]["reporter"]
+    request = parse_release_event(document, BASE, TicketMappings())
+    assert (request.ticket_id, request.requested_by, request.device) == ("SEC-1", None, DeviceRef())
 
 
 def test_a_ticket_without_an_id_is_refused() -> None:

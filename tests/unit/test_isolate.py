@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from shared.errors import MdeNotFound, MdePermanentError, MdeThrottled, MdeThrottledLocally, TransientError
-from tests.fakes import World, machine, raises, world
+from tests.fakes import World, jira_issue, machine, raises, world
 
 PC = "c28460d93e441d30869ebb33920c06acbb6fd75e"
 PC_NAME = "ws-fin-0142.contoso.local"
@@ -24,7 +24,7 @@ def fleet(w: World) -> World:
     return w
 
 
-def test_a_new_isolation_is_submitted_tracked_and_owned() -> None:
+def test_a_new_isolation_is_submitted_and_tracked() -> None:
     w = fleet(world(policy=OPEN))
     w.deliver(isolation(comment="Ransomware"))
     (result,) = w.outbox.results
@@ -38,19 +38,19 @@ def test_a_new_isolation_is_submitted_tracked_and_owned() -> None:
     assert result["machineAction"]["id"] == action["id"] and result["deviceOnline"] is True
     ((queue, tracking, delay),) = w.outbox.sent
     assert (queue, tracking["tracking"]["actionId"], delay) == ("isolation-requests", action["id"], 30)
-    assert w.claims.rows[PC].action_id == action["id"] and w.claims.isolated_by_us(PC)
+    assert w.claims.rows[PC].action_id == action["id"]  # storm duplicates now get this action
     assert [e.outcome for e in w.audit.entries] == ["Submitted"]  # audited as it was published
 
 
 @pytest.mark.parametrize("mde_answers_201", [False, True])
-def test_an_analysts_pending_isolation_is_reported_not_doubled_and_not_owned(mde_answers_201: bool) -> None:
+def test_an_analysts_pending_isolation_is_reported_and_not_doubled(mde_answers_201: bool) -> None:
     w = fleet(world(policy=OPEN))
     w.mde.answer_201_with_existing = mde_answers_201
     analyst = w.mde.analyst_action("Isolate", PC)
     w.deliver(isolation())
     assert w.outbox.outcomes == ["AlreadyPending"]
     assert w.outbox.results[0]["machineAction"]["id"] == analyst.id
-    assert len(w.mde.actions) == 1 and not w.claims.isolated_by_us(PC)
+    assert len(w.mde.actions) == 1
 
 
 def test_a_storm_duplicate_costs_no_mde_call_and_gets_the_holders_final_result() -> None:
@@ -280,8 +280,8 @@ def test_a_redelivery_finds_its_own_final_action_and_reports_it_at_once() -> Non
 
 def test_isolating_cancels_our_pending_release_first() -> None:
     w = fleet(world(policy=OPEN))
-    w.deliver({"machineId": PC, "ticketId": "T-1", "requestedBy": "a@contoso.com", "approved": True,
-               "requestId": "rel"}, action="Unisolate")  # fmt: skip
+    w.jira.issues["SEC-1"] = jira_issue("SEC-1", PC)
+    w.deliver({"ticketSystem": "jira", "ticketId": "SEC-1", "requestId": "rel"}, action="Unisolate")
     release = w.outbox.results[0]["machineAction"]["id"]
     w.deliver(isolation("iso"))
     isolated = w.outbox.results[-1]

@@ -11,8 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.domain.approval import Approval, unverified_approval
+from shared.domain.breaker import BreakerState, take_breaker_slot
 from shared.domain.model import ContainmentRequest, DeviceRef, Source
-from shared.domain.policy import Decision, decide_isolation, needs_machine_lookup
+from shared.domain.policy import Decision, decide_isolation, decide_release, needs_machine_lookup
 from shared.domain.policy_config import (
     BreakerPolicy,
     IsolationPolicy,
@@ -20,7 +22,7 @@ from shared.domain.policy_config import (
     ReleasePolicy,
     load_isolation_policy,
 )
-from shared.errors import ConfigError
+from shared.errors import ConfigError, InvalidRequest
 
 PC = "c28460d93e441d30869ebb33920c06acbb6fd75e"
 DC = "63b87ad1411d2aa6afc5dcd92f0f66ccdb94157e"
@@ -134,7 +136,8 @@ def test_missing_policy_means_the_documented_defaults(raw: str | None) -> None:
     assert loaded.minimum_severity == "High" and loaded.missing_severity == "High"
     assert loaded.breaker == BreakerPolicy(20, timedelta(minutes=60))
     assert loaded.default_isolation_type == "Full" and loaded.unmanaged_isolation_type == "UnManagedDevice"
-    assert loaded.release == ReleasePolicy(True, None, False)
+    assert loaded.release == ReleasePolicy(True, None, None, False, False, False)
+    assert not loaded.release.trust_unverified_requests and not loaded.release.cancel_foreign_isolations
     assert loaded.dedupe_window == timedelta(minutes=60)
 
 
@@ -468,3 +471,237 @@ def test_severity_beats_the_isolation_type_rules() -> None:
         isolationTypes=[{"match": {"osPlatform": ["Windows10"]}, "isolationType": "Selective"}],
     )
     assert decide_isolation(isolate("Low"), machine(), rules).reason == "BelowMinimumSeverity"
+
+
+ISOLATE = Decision("Isolate", "defaultIsolationType: Full", isolation_type="Full")
+SKIPPED = Decision("Skipped", "protected.tags: NoAutoIsolate", reason="Protected")
+
+
+# --- isolation type -----------------------------------------------------------------------------
+
+
+SERVERS = {
+    "isolationTypes": [
+        {"match": {"osPlatform": ["WindowsServer2019", "WindowsServer2022"]}, "isolationType": "Selective"},
+        {"match": {"tags": ["VIP"]}, "isolationType": "Full"},
+        {"match": {"deviceGroups": ["Servers"], "dnsNames": ["srv-*"]}, "isolationType": "Full"},
+    ],
+    "defaultIsolationType": "Full",
+}
+
+
+@pytest.mark.parametrize("status", ["CanBeOnboarded", "Unsupported", "InsufficientInfo"])
+def test_unmanaged_machine_gets_unmanaged_device_whatever_rule_or_request(status: str) -> None:
+    facts = machine(onboardingStatus=status, osPlatform="WindowsServer2022")
+    decision = decide_isolation(isolate(isolation_type="Selective"), facts, policy(**SERVERS))
+    assert decision.isolation_type == "UnManagedDevice"
+    assert decision.rule == f"unmanagedIsolationType: UnManagedDevice (onboardingStatus {status})"
+
+
+def test_unmanaged_handling_off_treats_the_machine_like_any_other() -> None:
+    facts = machine(onboardingStatus="CanBeOnboarded")
+    decision = decide_isolation(isolate(), facts, policy(unmanagedIsolationType=None))
+    assert (decision.kind, decision.isolation_type) == ("Isolate", "Full")
+
+
+def test_unknown_onboarding_status_is_treated_as_managed() -> None:
+    assert decide_isolation(isolate(), {"id": PC}, IsolationPolicy()).isolation_type == "Full"
+
+
+def test_first_matching_isolation_type_rule_wins() -> None:
+    facts = machine(osPlatform="windowsserver2022", machineTags=["vip"])  # matches rules 0 and 1
+    decision = decide_isolation(isolate(), facts, policy(**SERVERS))
+    assert decision.isolation_type == "Selective"
+    assert decision.rule == "isolationTypes[0]: osPlatform=WindowsServer2019,WindowsServer2022 -> Selective"
+
+
+def test_every_criterion_of_a_rule_must_hold() -> None:
+    rules = policy(**SERVERS)
+    in_group_only = machine(rbacGroupName="Servers", computerDnsName="app-01.contoso.local")
+    assert decide_isolation(isolate(), in_group_only, rules).rule == "defaultIsolationType: Full"
+    both = machine(rbacGroupName="servers", computerDnsName="SRV-APP-01.contoso.local")
+    assert (
+        decide_isolation(isolate(), both, rules).rule
+        == "isolationTypes[2]: deviceGroups=Servers dnsNames=srv-* -> Full"
+    )
+
+
+def test_a_policy_rule_beats_the_requests_isolation_type() -> None:
+    facts = machine(machineTags=["VIP"])
+    decision = decide_isolation(isolate(isolation_type="Selective"), facts, policy(**SERVERS))
+    assert (decision.isolation_type, decision.rule) == ("Full", "isolationTypes[1]: tags=VIP -> Full")
+
+
+def test_the_requests_isolation_type_applies_when_no_rule_matches() -> None:
+    decision = decide_isolation(isolate(isolation_type="Selective"), machine(), policy(**SERVERS))
+    assert (decision.isolation_type, decision.rule) == ("Selective", "request.isolationType: Selective")
+
+
+def test_a_request_saying_full_gets_the_default_type() -> None:
+    # "Full" is the canonical default: it cannot be told from a request that names no type.
+    decision = decide_isolation(
+        isolate(isolation_type="Full"), machine(), policy(defaultIsolationType="Selective")
+    )
+    assert (decision.isolation_type, decision.rule) == ("Selective", "defaultIsolationType: Selective")
+
+
+def test_unmanaged_device_requested_for_an_onboarded_machine_is_ignored() -> None:
+    request = isolate(isolation_type="UnManagedDevice")
+    assert decide_isolation(request, machine(), IsolationPolicy()).isolation_type == "Full"
+    assert (
+        decide_isolation(request, None, policy(unmanagedIsolationType=None)).isolation_type
+        == "UnManagedDevice"
+    )
+
+
+def test_rules_needing_missing_facts_do_not_match() -> None:
+    decision = decide_isolation(isolate(), {"id": PC}, policy(**SERVERS))
+    assert decision.rule == "defaultIsolationType: Full"
+
+
+def test_decision_details_for_results_and_audit() -> None:
+    assert ISOLATE.to_details() == {
+        "decision": "Isolate",
+        "rule": "defaultIsolationType: Full",
+        "isolationType": "Full",
+    }
+    assert SKIPPED.to_details() == {
+        "decision": "Skipped",
+        "rule": "protected.tags: NoAutoIsolate",
+        "reason": "Protected",
+    }
+
+
+# --- release ------------------------------------------------------------------------------------
+
+
+# --- release ------------------------------------------------------------------------------------
+
+
+def approval(
+    requested_by: str | None = "ana@contoso.com", approved_by: str | None = "lee@contoso.com"
+) -> Approval:
+    return Approval("jira", "SEC-1", "jira:SEC-1:10001", approved_by, requested_by, DeviceRef(machine_id=PC))
+
+
+@pytest.mark.parametrize(
+    ("requester", "allowed"),
+    [
+        ("ana@contoso.com", True),
+        ("Ana@Contoso.COM", True),
+        ("soc-lead@contoso.com", True),
+        ("eve@evil.com", False),
+        ("ana@contoso.com.evil.com", False),
+        ("", False),
+        (None, False),
+        ("eve@conto\u017fo.com", False),  # a long s: casefold() and NFKC both turn it into "s"
+        ("eve@contoso\uff0ecom", False),  # a fullwidth full stop, which NFKC folds to "."
+        ("eve@\u0441ontoso.com", False),  # a Cyrillic es
+        ("ana\u200b@contoso.com", False),  # a zero-width space
+    ],
+)
+def test_requester_allow_list_matches_ascii_addresses_only(requester: str | None, allowed: bool) -> None:
+    rules = policy(release={"allowedRequesters": ["*@Contoso.com", "soc-lead@contoso.com"]})
+    decision = decide_release(approval(requested_by=requester), rules)
+    assert decision.kind == ("Release" if allowed else "Rejected")
+    if not allowed:
+        assert decision.reason == "RequesterNotAllowed"
+
+
+def test_without_allow_lists_any_requester_of_an_approved_ticket_may_release() -> None:
+    decision = decide_release(approval(requested_by="anyone@example.org"), IsolationPolicy())
+    assert decision == Decision("Release", "release: ticket SEC-1 approved by lee@contoso.com")
+
+
+def test_the_approver_allow_list_checks_who_approved_in_the_ticket_system() -> None:
+    rules = policy(release={"allowedRequesters": ["*@contoso.com"], "allowedApprovers": ["lee@*"]})
+    refused = decide_release(approval(approved_by="ana@contoso.com"), rules)
+    assert (refused.kind, refused.reason) == ("Rejected", "ApproverNotAllowed")
+    ok = decide_release(approval(), rules)
+    assert ok.rule == (
+        "release: ticket SEC-1 approved by lee@contoso.com; requester matches release.allowedRequesters: "
+        "*@contoso.com; approver matches release.allowedApprovers: lee@*"
+    )
+
+
+def test_the_requester_is_checked_before_the_approver() -> None:
+    rules = policy(release={"allowedRequesters": ["*@contoso.com"], "allowedApprovers": ["lee@*"]})
+    assert decide_release(approval("eve@evil.com", "eve@evil.com"), rules).reason == "RequesterNotAllowed"
+
+
+def test_an_allow_list_must_be_ascii() -> None:
+    with pytest.raises(ConfigError, match=r"release\.allowedRequesters"):
+        policy(release={"allowedRequesters": ["*@conto\u017fo.com"]})
+
+
+@pytest.mark.parametrize(
+    ("request_", "code"),
+    [
+        (lambda: release(approved=False), "NotApproved"),
+        (lambda: release(requested_by=None), "NoRequester"),
+    ],
+)
+def test_an_unverified_release_stands_only_on_its_own_claims(request_: Any, code: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        unverified_approval(request_())
+    assert refused.value.code == code
+
+
+def test_an_unverified_approval_names_no_approver_and_no_approval_id() -> None:
+    trusted = unverified_approval(release())
+    assert (trusted.system, trusted.approval_id, trusted.approved_by, trusted.verified) == (
+        "unverified",
+        None,
+        None,
+        False,
+    )
+    assert trusted.requested_by == "ana@contoso.com"
+
+
+# --- the breaker's arithmetic -------------------------------------------------------------------
+
+BREAKER = BreakerPolicy(3, timedelta(minutes=60))
+
+
+def take(state: BreakerState, key: str, minutes: float) -> tuple[BreakerState, Any]:
+    return take_breaker_slot(state, key, PC, T0 + timedelta(minutes=minutes), BREAKER)
+
+
+def test_breaker_takes_n_then_opens_and_holds() -> None:
+    state = BreakerState()
+    for i in range(3):
+        state, result = take(state, f"r{i}", i)
+        assert result.taken and result.count == i + 1
+    opened, held = take(state, "r3", 5)
+    assert held.held and opened.open and opened.opened_at == T0 + timedelta(minutes=5)
+    again, still = take(opened, "r4", 6)
+    assert still.held and still.opened_at == T0 + timedelta(minutes=5)
+    assert again == opened  # nothing to write while it stays open
+
+
+def test_open_breaker_closes_a_full_window_after_it_opened() -> None:
+    state = BreakerState()
+    for i in range(4):
+        state, _ = take(state, f"r{i}", 0)
+    _, held = take(state, "x", 59)
+    assert held.held
+    closed, result = take(state, "y", 60)
+    assert result.taken and result.count == 1 and not closed.open
+
+
+def test_a_request_holding_a_slot_is_not_counted_twice() -> None:
+    state, _ = take(BreakerState(), "same", 0)
+    again, result = take(state, "same", 1)
+    assert result.taken and result.repeat and again == state
+
+
+@given(st.lists(st.tuples(st.integers(0, 10), st.integers(0, 20)), max_size=60))
+def test_breaker_never_lets_more_than_n_through_in_any_window(steps: list[tuple[int, int]]) -> None:
+    state, now, taken_at = BreakerState(), 0.0, []
+    for gap, request in steps:
+        now += gap
+        state, result = take(state, f"r{request}", now)
+        if result.taken and not result.repeat:
+            taken_at.append(now)
+    for t in taken_at:
+        assert sum(1 for other in taken_at if t - 60 < other <= t) <= BREAKER.max_isolations

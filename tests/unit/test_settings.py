@@ -130,3 +130,47 @@ def test_max_dequeue_count_comes_from_host_json_and_its_app_setting_override() -
     overridden = env(AzureFunctionsJobHost__extensions__queues__maxDequeueCount="2")
     assert load_settings(overridden).max_dequeue_count == 2
     assert effective_host_json(overridden)["extensions"]["queues"]["maxDequeueCount"] == "2"
+
+
+JIRA = {"JIRA_BASE_URL": "https://contoso.atlassian.net", "JIRA_API_TOKEN": "t0ken"}
+SERVICENOW = {
+    "SERVICENOW_BASE_URL": "https://contoso.service-now.com",
+    "SERVICENOW_USERNAME": "svc",
+    "SERVICENOW_PASSWORD": "pa55",
+}
+
+
+def test_ticket_systems_are_off_until_their_base_url_is_set() -> None:
+    settings = load_settings(env())
+    assert settings.jira is None and settings.servicenow is None
+
+
+def test_jira_cloud_with_email_and_data_center_with_a_personal_access_token() -> None:
+    cloud = load_settings(env(**JIRA, JIRA_USER_EMAIL="bot@contoso.com")).jira
+    assert cloud is not None and (cloud.api_version, cloud.user_email) == (3, "bot@contoso.com")
+    data_center = load_settings(env(**JIRA, JIRA_API_VERSION="2")).jira
+    assert data_center is not None and (data_center.api_version, data_center.user_email) == (2, None)
+    assert "t0ken" not in repr(cloud) and "pa55" not in repr(load_settings(env(**SERVICENOW)))
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({**JIRA, "JIRA_API_TOKEN": ""}, "JIRA_API_TOKEN"),
+        ({**JIRA, "JIRA_API_VERSION": "1"}, "JIRA_API_VERSION"),
+        ({**JIRA, "JIRA_BASE_URL": "http://jira.contoso.com"}, "JIRA_BASE_URL"),
+        ({**SERVICENOW, "SERVICENOW_USERNAME": ""}, "SERVICENOW_USERNAME"),
+        ({**SERVICENOW, "SERVICENOW_PASSWORD": ""}, "SERVICENOW_PASSWORD"),
+    ],
+)
+def test_an_incomplete_ticket_system_fails_at_startup_naming_the_setting(
+    settings: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_settings(env(**settings))
+
+
+def test_an_unresolved_key_vault_reference_is_a_config_error_not_a_password() -> None:
+    reference = "@Microsoft.KeyVault(VaultName=kv-tkt-abc;SecretName=servicenow-password)"
+    with pytest.raises(ConfigError, match="SERVICENOW_PASSWORD is an unresolved Key Vault reference"):
+        load_settings(env(**{**SERVICENOW, "SERVICENOW_PASSWORD": reference}))

@@ -1,8 +1,8 @@
-"""Device claims (storm de-duplication) and ownership: the ``Claims`` port on the ledger table.
+"""Device claims (storm de-duplication): the ``Claims`` port on the ledger table.
 
-Rows of partition ``machine:<machine id>``: ``isolation``, the device's current isolation claim
-(``requestId``, ``actionId``, ``state`` ``claimed`` | ``submitted`` | ``released``, ``at``), and
-``ownership``, the last isolation or release this service submitted (``isolatedByService``).
+Row ``isolation`` of partition ``machine:<machine id>``: the device's current isolation claim
+(``requestId``, ``actionId``, ``state`` ``claimed`` | ``submitted`` | ``released``, ``at``). Whose
+isolation is in effect is never judged from here but from MDE's action history.
 
 A claim is a compare-and-swap: the first request creates the row (of racing creators exactly one
 succeeds, the others get 409 and re-read); an expired or released claim is taken over with an
@@ -23,11 +23,10 @@ from .store import MAX_CONFLICT_RETRIES, TableStore, machine_partition, utc, whe
 logger = logging.getLogger(__name__)
 
 CLAIM_ROW = "isolation"
-OWNERSHIP_ROW = "ownership"
 
 
 class TableClaims:
-    """Device claims and ownership on the ledger table."""
+    """Device claims on the ledger table."""
 
     def __init__(self, store: TableStore) -> None:
         self._store = store
@@ -76,38 +75,20 @@ class TableClaims:
             return
         self._store.delete_if_unchanged(entity)  # changed meanwhile: no longer ours to delete
 
-    def record_isolation(
-        self, machine_id: str, request_id: str, action_id: str, now: datetime, *, owned: bool
-    ) -> None:
-        """The isolation was submitted to MDE: storm duplicates now get ``action_id``, and the device
-        counts as isolated by this service (both rows in one entity-group transaction).
-
-        ``owned=False`` when MDE answered with an isolation this service did not create (already
-        pending from an analyst): storms are still de-duplicated, ownership is not claimed.
-        """
-        common = _row(machine_id, request_id, action_id, now)
-        rows = [{**common, "RowKey": CLAIM_ROW, "state": "submitted"}]
-        if owned:
-            rows.append({**common, "RowKey": OWNERSHIP_ROW, "isolatedByService": True})
-        self._store.transaction(rows)
+    def record_isolation(self, machine_id: str, request_id: str, action_id: str, now: datetime) -> None:
+        """The isolation was submitted to MDE (or MDE answered with one already pending): storm
+        duplicates now get ``action_id``."""
+        self._store.upsert({**_row(machine_id, request_id, action_id, now), "state": "submitted"})
 
     def record_release(self, machine_id: str, request_id: str, action_id: str, now: datetime) -> None:
-        """The device was released by this service: no longer ours, and the next alert for it is a
-        new isolation rather than a storm duplicate."""
-        common = _row(machine_id, request_id, action_id, now)
-        claim = {**common, "RowKey": CLAIM_ROW, "state": "released"}
-        ownership = {**common, "RowKey": OWNERSHIP_ROW, "isolatedByService": False}
-        self._store.transaction([claim, ownership])
-
-    def isolated_by_us(self, machine_id: str) -> bool:
-        """Whether this service's last submitted action on the device was an isolation."""
-        entity = self._store.get(machine_partition(machine_id), OWNERSHIP_ROW)
-        return entity is not None and entity.get("isolatedByService") is True
+        """The device was released: the next alert for it is a new isolation, not a storm duplicate."""
+        self._store.upsert({**_row(machine_id, request_id, action_id, now), "state": "released"})
 
 
 def _row(machine_id: str, request_id: str, action_id: str, now: datetime) -> dict[str, Any]:
     return {
         "PartitionKey": machine_partition(machine_id),
+        "RowKey": CLAIM_ROW,
         "machineId": machine_id,
         "requestId": request_id,
         "actionId": action_id,

@@ -16,6 +16,7 @@ SETTING = "TICKET_MAPPINGS"
 DeviceKind = Literal["auto", "machineId", "deviceName"]
 DEVICE_KINDS: tuple[DeviceKind, ...] = ("auto", "machineId", "deviceName")
 PATH = re.compile(r"[^.\s]+(?:\.[^.\s]+)*")  # a dotted field path
+TABLE = re.compile(r"[a-z][a-z0-9_]{0,79}")  # a ServiceNow table name
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,6 @@ class JiraMapping:
     device_field: str = "issue.fields.customfield_10050"
     device_kind: DeviceKind = "auto"
     requester_fields: tuple[str, ...] = (
-        "user.emailAddress",
-        "user.displayName",
         "issue.fields.reporter.emailAddress",
         "issue.fields.reporter.displayName",
     )
@@ -34,6 +33,12 @@ class JiraMapping:
     status_field: str = "issue.fields.status.name"
     ticket_id_field: str = "issue.key"
     comment_field: str | None = "issue.fields.summary"
+
+    def issue_fields(self) -> tuple[str, ...]:
+        """The issue fields to read from Jira: every ``issue.fields.<id>`` the mapping names."""
+        paths = (self.device_field, self.status_field, self.comment_field or "", *self.requester_fields)
+        found = {p.split(".")[2] for p in paths if p.startswith("issue.fields.") and p.count(".") >= 2}
+        return tuple(sorted(found | {"status"}))
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,20 @@ class ServiceNowMapping:
     ticket_id_field: str = "number"
     comment_field: str | None = "short_description"
     url_field: str | None = None
+    table: str = "sc_req_item"  # where the records live (e.g. incident, change_request)
+    approver_field: str | None = None  # None: the record's approved row in sysapproval_approver
+
+    def record_fields(self) -> tuple[str, ...]:
+        """The record fields to read from ServiceNow: every field the mapping names."""
+        paths = (
+            self.device_field,
+            self.comment_field,
+            self.url_field,
+            self.approver_field,
+            *self.requester_fields,
+        )
+        named = {p for p in paths if p} | {path for path, _ in self.approved_when}
+        return tuple(sorted(named | {"number", "sys_id"}))
 
 
 @dataclass(frozen=True)
@@ -62,8 +81,7 @@ DEFAULT_TICKET_MAPPINGS_JSON = """{
   "jira": {
     "deviceField": "issue.fields.customfield_10050",
     "deviceKind": "auto",
-    "requesterFields": ["user.emailAddress", "user.displayName",
-                        "issue.fields.reporter.emailAddress", "issue.fields.reporter.displayName"],
+    "requesterFields": ["issue.fields.reporter.emailAddress", "issue.fields.reporter.displayName"],
     "approvedStatuses": ["Approved for release"],
     "statusField": "issue.fields.status.name",
     "ticketIdField": "issue.key",
@@ -76,7 +94,9 @@ DEFAULT_TICKET_MAPPINGS_JSON = """{
     "approvedWhen": {"approval": ["approved"]},
     "ticketIdField": "number",
     "commentField": "short_description",
-    "urlField": null
+    "urlField": null,
+    "table": "sc_req_item",
+    "approverField": null
   }
 }"""
 
@@ -131,7 +151,7 @@ def _servicenow_mapping(section: dict[str, Any]) -> ServiceNowMapping:
     default = ServiceNowMapping()
     fields = {
         "deviceField", "deviceKind", "requesterFields", "approvedWhen",
-        "ticketIdField", "commentField", "urlField",
+        "ticketIdField", "commentField", "urlField", "table", "approverField",
     }  # fmt: skip
     _no_unknown(section, fields, "servicenow.")
     return ServiceNowMapping(
@@ -144,7 +164,16 @@ def _servicenow_mapping(section: dict[str, Any]) -> ServiceNowMapping:
         ticket_id_field=_path(section, "ticketIdField", default.ticket_id_field, "servicenow"),
         comment_field=_optional_path(section, "commentField", default.comment_field, "servicenow"),
         url_field=_optional_path(section, "urlField", default.url_field, "servicenow"),
+        table=_table(section, default.table),
+        approver_field=_optional_path(section, "approverField", default.approver_field, "servicenow"),
     )
+
+
+def _table(section: dict[str, Any], default: str) -> str:
+    value = section.get("table", default)
+    if not isinstance(value, str) or not TABLE.fullmatch(value):
+        raise ConfigError(f"{SETTING}: servicenow.table must be a table name such as {default!r}")
+    return value
 
 
 def _no_unknown(section: dict[str, Any], known: set[str], prefix: str) -> None:

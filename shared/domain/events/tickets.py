@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from ...errors import InvalidRequest
 from .. import messages
-from ..model import MACHINE_ID, ContainmentRequest, DeviceRef, Source, validate_machine_id
+from ..model import MACHINE_ID, ContainmentRequest, DeviceRef, Source, TicketSystem, validate_machine_id
 from .common import (
     clean_text,
     clean_url,
@@ -93,7 +93,7 @@ def parse_jira(
             value.casefold() in approved_values for value in _status_transitions(document.get("changelog"))
         )
     else:
-        status = _text(get_path(document, mapping.status_field))
+        status = field_text(get_path(document, mapping.status_field))
         approved = status is not None and status.casefold() in approved_values
     issue = document.get("issue")
     self_url = issue.get("self") if isinstance(issue, Mapping) else None
@@ -101,10 +101,8 @@ def parse_jira(
         system="jira",
         ticket_id=ticket_id,
         url=_jira_browse_url(self_url, ticket_id),
-        device=_device(
-            document, mapping.device_field, mapping.device_kind, f"Jira issue {ticket_id}", "jira"
-        ),
-        requested_by=_requester(document, mapping.requester_fields, f"Jira issue {ticket_id}", "jira"),
+        device=device_field(document, mapping.device_field, mapping.device_kind, f"Jira issue {ticket_id}"),
+        requested_by=requester_field(document, mapping.requester_fields),
         approved=approved,
         comment=_comment(document, mapping.comment_field),
         fallback_request_id=fallback_request_id,
@@ -118,16 +116,16 @@ def parse_servicenow(
     field's display value or stored value is one of the rule's values, case-insensitive)."""
     ticket_id = _ticket_id(document, mapping.ticket_id_field, "ServiceNow record")
     approved = any(
-        {text.casefold() for text in _texts(get_path(document, path))} & {v.casefold() for v in values}
+        {text.casefold() for text in field_texts(get_path(document, path))} & {v.casefold() for v in values}
         for path, values in mapping.approved_when
     )
     what = f"ServiceNow record {ticket_id}"
     return _release(
         system="servicenow",
         ticket_id=ticket_id,
-        url=clean_url(_text(get_path(document, mapping.url_field))) if mapping.url_field else None,
-        device=_device(document, mapping.device_field, mapping.device_kind, what, "servicenow"),
-        requested_by=_requester(document, mapping.requester_fields, what, "servicenow"),
+        url=clean_url(field_text(get_path(document, mapping.url_field))) if mapping.url_field else None,
+        device=device_field(document, mapping.device_field, mapping.device_kind, what),
+        requested_by=requester_field(document, mapping.requester_fields),
         approved=approved,
         comment=_comment(document, mapping.comment_field),
         fallback_request_id=fallback_request_id,
@@ -136,11 +134,11 @@ def parse_servicenow(
 
 def _release(
     *,
-    system: str,
+    system: TicketSystem,
     ticket_id: str,
     url: str | None,
     device: DeviceRef,
-    requested_by: str,
+    requested_by: str | None,
     approved: bool,
     comment: str | None,
     fallback_request_id: str,
@@ -151,6 +149,7 @@ def _release(
         source=Source(system=system, id=ticket_id, url=url),
         device=device,
         comment=comment,
+        ticket_system=system,
         ticket_id=ticket_id,
         requested_by=requested_by,
         approved=approved,
@@ -181,13 +180,15 @@ def _jira_browse_url(self_url: object, key: str) -> str | None:
 
 
 def _ticket_id(document: Mapping[str, Any], path: str, what: str) -> str:
-    ticket_id = clean_text(_text(get_path(document, path)), TICKET_ID_MAX)
+    ticket_id = clean_text(field_text(get_path(document, path)), TICKET_ID_MAX)
     if ticket_id is None:
         raise InvalidRequest("NoTicketId", f"{what} has no ticket id in {path}")
     return ticket_id
 
 
-def _device(document: Mapping[str, Any], path: str, kind: DeviceKind, what: str, system: str) -> DeviceRef:
+def device_field(document: Mapping[str, Any], path: str, kind: DeviceKind, what: str) -> DeviceRef:
+    """The device a ticket field names (an empty reference when the field is empty); a value that
+    names no device in a usable way is refused, saying which field holds it."""
     value = get_path(document, path)
     if isinstance(value, list):
         if len(value) > 1:
@@ -199,14 +200,12 @@ def _device(document: Mapping[str, Any], path: str, kind: DeviceKind, what: str,
         raise InvalidRequest(
             "UnresolvedReference",
             f"{what}: {path} arrived as a reference (sys_id) without its display value; send display "
-            f"values (sysparm_display_value=all) or set {SETTING} {system}.deviceField to a field "
-            "holding the device name or MDE machine id",
+            f"values (sysparm_display_value=all) or set {SETTING} deviceField to a field holding the "
+            "device name or MDE machine id",
         )
-    text = _text(value)
+    text = field_text(value)
     if text is None:
-        raise InvalidRequest(
-            "NoDevice", f"{what} names no device in {path} (set {SETTING} {system}.deviceField)"
-        )
+        return DeviceRef()
     if kind == "machineId" or (kind == "auto" and MACHINE_ID.fullmatch(text.lower())):
         return DeviceRef(machine_id=validate_machine_id(text))
     name = valid_device_name(text)
@@ -218,28 +217,26 @@ def _device(document: Mapping[str, Any], path: str, kind: DeviceKind, what: str,
     return DeviceRef(device_name=name)
 
 
-def _requester(document: Mapping[str, Any], paths: tuple[str, ...], what: str, system: str) -> str:
+def requester_field(document: Mapping[str, Any], paths: tuple[str, ...]) -> str | None:
+    """The requester: the first of ``paths`` that holds one."""
     for path in paths:
-        requester = clean_text(_text(get_path(document, path)), REQUESTED_BY_MAX)
+        requester = clean_text(field_text(get_path(document, path)), REQUESTED_BY_MAX)
         if requester is not None:
             return requester
-    raise InvalidRequest(
-        "NoRequester",
-        f"{what} names no requester in {', '.join(paths)} (set {SETTING} {system}.requesterFields)",
-    )
+    return None
 
 
 def _comment(document: Mapping[str, Any], path: str | None) -> str | None:
-    return clean_text(_text(get_path(document, path)), RELEASE_COMMENT_MAX) if path else None
+    return clean_text(field_text(get_path(document, path)), RELEASE_COMMENT_MAX) if path else None
 
 
-def _text(value: object) -> str | None:
+def field_text(value: object) -> str | None:
     """The text of a field: a string, or the readable part of an object field (ServiceNow
     ``{"display_value", "value", "link"}``, a Jira option ``{"value"}`` or user
     ``{"emailAddress", "displayName"}``)."""
     if isinstance(value, Mapping):
         for key in ("display_value", "value", "name", "emailAddress", "displayName"):
-            text = _text(value.get(key)) if not isinstance(value.get(key), Mapping) else None
+            text = field_text(value.get(key)) if not isinstance(value.get(key), Mapping) else None
             if text is not None:
                 return text
         return None
@@ -248,12 +245,14 @@ def _text(value: object) -> str | None:
     return present(value)
 
 
-def _texts(value: object) -> list[str]:
+def field_texts(value: object) -> list[str]:
     """Every text a field offers: a reference's display value (which may be translated) and its
     stored value (``{"display_value": "Genehmigt", "value": "approved"}``), so either can match."""
     if isinstance(value, Mapping):
-        return [text for key in ("display_value", "value") if (text := _text(value.get(key))) is not None]
-    text = _text(value)
+        return [
+            text for key in ("display_value", "value") if (text := field_text(value.get(key))) is not None
+        ]
+    text = field_text(value)
     return [text] if text is not None else []
 
 
