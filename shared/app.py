@@ -17,8 +17,9 @@ from .bootstrap import context
 from .domain import events
 from .domain.messages import decode_body, to_canonical
 from .domain.model import Action, ContainmentRequest
-from .domain.results import Delivery, Subject
-from .domain.tracking import Tracking
+from .domain.policy import Decision, event_too_large
+from .domain.results import Delivery, Result, Subject
+from .domain.tracking import TrackingKey
 from .errors import PermanentError
 from .usecases.context import Context
 from .usecases.follow_up import follow_up
@@ -66,12 +67,16 @@ def route(body: bytes, action: Action, delivery: Delivery, ctx: Context) -> Repl
     try:
         document = decode_body(body)
         if "tracking" in document:
-            return follow_up(Tracking.from_message(document), delivery, ctx)
+            return follow_up(TrackingKey.from_message(document), action, delivery, ctx)
         requests = parse(document, action, _fallback(delivery), ctx)
     except PermanentError as e:
         return refused(Subject.unknown(action, document, _fallback(delivery)), e)
     except Exception as e:  # noqa: BLE001 - transient, or a bug: the host redelivers either way
         return interrupted(Subject.unknown(action, document, _fallback(delivery)), e, delivery, ctx)
+    if action == "Isolate":
+        held = event_too_large(len(requests), ctx.settings.isolation_policy)
+        if held is not None:
+            return hold_event(requests, held, _fallback(delivery))
     if len(requests) > 1:
         return fan_out(requests)
     story = isolate if action == "Isolate" else release
@@ -91,6 +96,14 @@ def fan_out(requests: list[ContainmentRequest]) -> Reply:
     """One event naming several devices: one queue message per device, all with the event's source."""
     logger.info("event fanned out devices=%d source_id=%s", len(requests), requests[0].source.id)
     return Reply(sends=tuple(Send(to_canonical(request)) for request in requests))
+
+
+def hold_event(requests: list[ContainmentRequest], held: Decision, event_id: str) -> Reply:
+    """An event naming too many devices: one ``HeldForApproval`` result for the whole event."""
+    logger.warning("event held: %s source_id=%s", held.rule, requests[0].source.id)
+    subject = Subject("Isolate", event_id, requests[0].source)
+    details = {"rule": held.rule, "reason": held.reason, "devices": len(requests)}
+    return Reply(results=(Result(subject.with_details(**details), "HeldForApproval"),))
 
 
 def _fallback(delivery: Delivery) -> str:

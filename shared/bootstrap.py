@@ -19,9 +19,11 @@ from .adapters.ledger.breaker import TableBreaker
 from .adapters.ledger.claims import TableClaims
 from .adapters.ledger.finals import TableFinals
 from .adapters.ledger.store import TableStore, table_client
+from .adapters.ledger.submissions import TableSubmissions
 from .adapters.mde import MdeClient
 from .adapters.queues import QueueOutbox, StorageQueueSender
 from .adapters.servicenow import ServiceNowClient
+from .errors import TransientError
 from .ports import Jira, Ports, ServiceNow
 from .settings import Settings, get_settings
 from .usecases.context import Context
@@ -63,11 +65,13 @@ def build_context(settings: Settings) -> Context:
         audit=TableAudit(store),
         outbox=QueueOutbox(StorageQueueSender(settings.storage, storage_credential), settings.results_queue),
         approvals=TableApprovals(store),
+        submissions=TableSubmissions(store),
         clock=lambda: datetime.now(UTC),
         rng=random.Random(),  # noqa: S311 - jitter, not crypto
         jira=_jira(settings),
         servicenow=_servicenow(settings),
     )
+    _report_ledger(store, settings)
     if settings.isolation_policy.release.trust_unverified_requests:
         logger.warning(
             "release.trustUnverifiedRequests is on: a release no ticket system confirms is trusted by "
@@ -101,3 +105,21 @@ def _storage_credential(settings: Settings, mde_credential: TokenCredential) -> 
     if storage_id == settings.azure_client_id:
         return mde_credential
     return managed_identity_credential(storage_id)
+
+
+def _report_ledger(store: TableStore, settings: Settings) -> None:
+    """A missing ledger table (or a missing role on it) stops every request; say so once, loudly,
+    with what fixes it. A ledger that cannot be checked now is left to the requests' own retries."""
+    try:
+        problem = store.problem()
+    except TransientError as e:
+        logger.warning("ledger not checked at startup: %s", e.message)
+        return
+    if problem is not None:
+        logger.error(
+            "%s: create it (infra/main.bicep does) or set LEDGER_TABLE (now %r) to the right table; the "
+            "identity of CONTAINMENT_STORAGE needs Storage Table Data Contributor on it. Until then every "
+            "request fails and is answered Failed (LedgerUnavailable) on its last delivery",
+            problem,
+            settings.ledger_table,
+        )

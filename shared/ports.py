@@ -11,6 +11,7 @@ from typing import Any, Literal, Protocol
 
 from .domain.breaker import BreakerResult
 from .domain.model import IsolationType, MachineAction
+from .domain.tracking import Submission
 
 ApiGroup = Literal["isolate", "unisolate", "cancel", "machineactions", "machines", "findbyip"]
 Machine = dict[str, Any]  # an MDE Machine record as the API returned it
@@ -112,6 +113,14 @@ class Claims(Protocol):
         ...
 
 
+class Submissions(Protocol):
+    """What this service submitted to MDE and is following: the only source of a final result."""
+
+    def record(self, submission: Submission) -> None: ...
+
+    def get(self, action_id: str, request_id: str) -> Submission | None: ...
+
+
 class Approvals(Protocol):
     """Ticket approvals already relied on: an approval releases once."""
 
@@ -190,6 +199,7 @@ class Ports:
     audit: Audit
     outbox: Outbox
     approvals: Approvals
+    submissions: Submissions
     clock: Clock
     rng: random.Random
     jira: Jira | None = None  # None: not configured (JIRA_BASE_URL unset)

@@ -19,6 +19,7 @@ from shared.adapters.ticket_http import TicketNotFound
 from shared.domain.breaker import BreakerResult, BreakerState, take_breaker_slot
 from shared.domain.model import IsolationType, MachineAction, is_final
 from shared.domain.policy_config import BreakerPolicy
+from shared.domain.tracking import Submission
 from shared.errors import ActionAlreadyPending, MdeApiError, MdeNotFound, MdePermanentError
 from shared.ports import ApiGroup, AuditEntry, Claim, Machine, Ports
 from shared.settings import load_settings
@@ -226,6 +227,17 @@ class FakeApprovals:
 
 
 @dataclass
+class FakeSubmissions:
+    rows: dict[tuple[str, str], Submission] = field(default_factory=dict)
+
+    def record(self, submission: Submission) -> None:
+        self.rows[(submission.action_id, submission.subject.request_id)] = submission
+
+    def get(self, action_id: str, request_id: str) -> Submission | None:
+        return self.rows.get((action_id, request_id))
+
+
+@dataclass
 class FakeJira:
     """Jira issues as ``GET /rest/api/3/issue/{key}?expand=changelog`` returns them."""
 
@@ -410,6 +422,7 @@ class World:
     audit: FakeAudit
     outbox: FakeOutbox
     approvals: FakeApprovals
+    submissions: FakeSubmissions
     jira: FakeJira
     servicenow: FakeServiceNow
 
@@ -437,14 +450,20 @@ def world(*, policy: Mapping[str, Any] | None = None, **settings: str) -> World:
         env["ISOLATION_POLICY"] = json.dumps(policy)
     config = load_settings(env)
     clock = FixedClock()
-    mde, breaker = FakeMde(clock), FakeBreaker(config.isolation_policy.breaker)
-    claims, finals, audit, outbox = FakeClaims(), FakeFinals(), FakeAudit(), FakeOutbox()
-    approvals, jira, servicenow = FakeApprovals(), FakeJira(), FakeServiceNow()
-    ports = Ports(
-        mde, claims, breaker, finals, audit, outbox, approvals, clock, random.Random(7), jira, servicenow
-    )
-    context = Context.of(config, ports)
-    return World(context, clock, mde, claims, breaker, finals, audit, outbox, approvals, jira, servicenow)
+    fakes: dict[str, Any] = {
+        "mde": FakeMde(clock),
+        "claims": FakeClaims(),
+        "breaker": FakeBreaker(config.isolation_policy.breaker),
+        "finals": FakeFinals(),
+        "audit": FakeAudit(),
+        "outbox": FakeOutbox(),
+        "approvals": FakeApprovals(),
+        "submissions": FakeSubmissions(),
+        "jira": FakeJira(),
+        "servicenow": FakeServiceNow(),
+    }
+    ports = Ports(clock=clock, rng=random.Random(7), **fakes)
+    return World(Context.of(config, ports), clock, **fakes)
 
 
 def _not_found(what: str, key: str) -> MdeNotFound:

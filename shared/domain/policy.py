@@ -258,3 +258,13 @@ def _isolation_type(
     if requested is not None and requested != "Full" and not refused:
         return cast(IsolationType, requested), f"request.isolationType: {requested}"
     return policy.default_isolation_type, f"defaultIsolationType: {policy.default_isolation_type}"
+
+
+def event_too_large(devices: int, policy: IsolationPolicy) -> Decision | None:
+    """An event naming more devices than ``maxDevicesPerEvent``: held as a whole for a person, at
+    no MDE cost (a storm of hosts in one alert is what the breaker alone would meet too late)."""
+    cap = policy.max_devices_per_event
+    if devices <= cap:
+        return None
+    rule = f"maxDevicesPerEvent: the event names {devices} devices, more than {cap}"
+    return Decision("Skipped", rule, reason="TooManyDevices")

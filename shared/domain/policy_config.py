@@ -19,6 +19,7 @@ from .model import MACHINE_ID, IsolationType
 SETTING = "ISOLATION_POLICY"
 SEVERITY_ORDER = ("Informational", "Low", "Medium", "High")
 MAX_BREAKER_ISOLATIONS = 500  # the breaker's recent isolations live in one table entity
+MAX_DEVICES_PER_EVENT = 1000  # a queue message (64 KiB) cannot name many more
 
 Severity = Literal["Informational", "Low", "Medium", "High"]
 
@@ -88,6 +89,7 @@ class IsolationPolicy:
     unmanaged_isolation_type: IsolationType | None = "UnManagedDevice"
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     dedupe_window: timedelta = timedelta(minutes=60)
+    max_devices_per_event: int = 10
     release: ReleasePolicy = field(default_factory=ReleasePolicy)
 
 
@@ -130,6 +132,9 @@ def load_isolation_policy(raw: str | None) -> IsolationPolicy:
     if "dedupeWindowMinutes" in root:
         minutes = _int(root["dedupeWindowMinutes"], "dedupeWindowMinutes", 1, 24 * 60)
         policy = replace(policy, dedupe_window=timedelta(minutes=minutes))
+    if "maxDevicesPerEvent" in root:
+        cap = _int(root["maxDevicesPerEvent"], "maxDevicesPerEvent", 1, MAX_DEVICES_PER_EVENT)
+        policy = replace(policy, max_devices_per_event=cap)
     if "release" in root:
         policy = replace(policy, release=_release(root["release"]))
     return policy
@@ -144,6 +149,7 @@ _TOP_KEYS = (
     "unmanagedIsolationType",
     "breaker",
     "dedupeWindowMinutes",
+    "maxDevicesPerEvent",
     "release",
 )
 _PROTECTED_KEYS = ("machineIds", "dnsNames", "tags", "deviceGroups")

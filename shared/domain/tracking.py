@@ -1,79 +1,67 @@
 """Following a Machine Action to its final status with delayed queue messages (pure decisions).
 
-After a ``Submitted`` (or ``AlreadyPending``) result, the function puts a small tracking message on
-its own trigger queue, invisible for the first delay of the schedule. Each delivery reads the action
-once: final -> one final result; not final -> a new tracking message with the next, longer delay;
-past the deadline -> ``TrackingExpired``. Nothing sleeps or polls in a loop.
+After a ``Submitted`` (or ``AlreadyPending``) result, the function records the submission in the
+ledger and puts a tracking message on its own trigger queue, invisible for the first step of the
+schedule. The message carries only the submission's key (action id, request id): every field of the
+final result comes from the ledger row and from MDE, so a forged message can name nothing but a
+submission this service made. Each delivery reads the action once: final -> one final result; not
+final -> the next message, later; past the deadline -> ``TrackingExpired``. Nothing sleeps or polls.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from ..errors import InvalidRequest
-from .model import MachineAction
+from .model import GUID, REQUEST_ID
 from .results import Subject
 
 
 @dataclass(frozen=True)
-class Tracking:
-    """The state a tracking message carries from one check to the next."""
+class Submission:
+    """What the ledger keeps of a submitted action: the result's subject and the tracking window."""
 
-    subject: Subject  # echoed on the final result
     action_id: str
-    check: int
+    subject: Subject
+    submitted_at: datetime
     deadline: datetime
-    last_status: str
+
+
+@dataclass(frozen=True)
+class TrackingKey:
+    """A tracking message: the key of a submission, nothing else."""
+
+    action_id: str
+    request_id: str
 
     def to_message(self) -> dict[str, Any]:
-        record = self.subject.to_record()
-        return {
-            "tracking": {
-                "requestId": record["requestId"],
-                "action": record["action"],
-                "actionId": self.action_id,
-                "machine": record["machine"] or {},
-                "source": record["source"],
-                "check": self.check,
-                "deadline": self.deadline.isoformat(),
-                "lastStatus": self.last_status,
-                "details": record["details"],
-            }
-        }
+        return {"tracking": {"actionId": self.action_id, "requestId": self.request_id}}
 
     @classmethod
-    def from_message(cls, document: dict[str, Any]) -> Tracking:
+    def from_message(cls, document: dict[str, Any]) -> TrackingKey:
+        """The key, full-matched; anything else a message carries is ignored."""
         body = document.get("tracking")
-        try:
-            if not isinstance(body, dict) or body["action"] not in ("Isolate", "Unisolate"):
-                raise ValueError("not a tracking message")
-            subject = Subject.from_record(
-                {**body, "machine": dict(body["machine"]), "source": dict(body["source"])}
-            )
-            return cls(
-                subject=subject,
-                action_id=str(body["actionId"]),
-                check=int(body["check"]),
-                deadline=datetime.fromisoformat(body["deadline"]),
-                last_status=str(body["lastStatus"]),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise InvalidRequest("InvalidTrackingMessage", f"malformed tracking message: {e}") from None
-
-    def next_check(self, status: str) -> Tracking:
-        return replace(self, check=self.check + 1, last_status=status)
+        action_id = body.get("actionId") if isinstance(body, dict) else None
+        request_id = body.get("requestId") if isinstance(body, dict) else None
+        if not (isinstance(action_id, str) and GUID.fullmatch(action_id)):
+            raise InvalidRequest("InvalidTrackingMessage", "a tracking message names an action id (a GUID)")
+        if not (isinstance(request_id, str) and REQUEST_ID.fullmatch(request_id)):
+            raise InvalidRequest("InvalidTrackingMessage", "a tracking message names a request id")
+        return cls(action_id, request_id)
 
 
-def delay_before_check(schedule: tuple[int, ...], check: int) -> int:
-    """Seconds to wait before check number ``check`` (1-based); the last step repeats."""
-    return schedule[min(check, len(schedule)) - 1]
-
-
-def first_tracking(subject: Subject, action: MachineAction, now: datetime, deadline: timedelta) -> Tracking:
-    """The tracking state right after submission."""
-    return Tracking(subject, action.id, check=1, deadline=now + deadline, last_status=action.status)
+def delay_at(schedule: tuple[int, ...], elapsed_s: float) -> int:
+    """Seconds until the next check, ``elapsed_s`` after submission: the schedule's steps are used
+    one after another (30 s, then 60 s, ...), the last repeating, so checks thin out with time and
+    never come closer together than the current step."""
+    passed = 0.0
+    for step in schedule:
+        passed += step
+        if elapsed_s < passed:
+            return step
+    return schedule[-1]
 
 
 def device_online(

@@ -11,7 +11,7 @@ from ..domain.comment import mde_comment
 from ..domain.messages import to_canonical
 from ..domain.model import ContainmentRequest, MachineAction, final_outcome
 from ..domain.results import Delivery, Result, Subject
-from ..domain.tracking import delay_before_check, device_online, first_tracking
+from ..domain.tracking import Submission, TrackingKey, delay_at, device_online
 from ..errors import (
     ContainmentError,
     InvalidRequest,
@@ -132,9 +132,12 @@ def submitted(subject: Subject, outcome: str, action: MachineAction, machine: Ma
     status = final_outcome(action.status)
     if status is not None:
         return Reply(results=(first, Result(subject, status, 2, action)))
-    tracking = first_tracking(subject, action, ctx.ports.clock(), ctx.settings.tracking_deadline)
-    delay = delay_before_check(ctx.settings.tracking_schedule, 1)
-    return Reply(results=(first,), sends=(Send(tracking.to_message(), max(1.0, delay)),))
+    now = ctx.ports.clock()
+    ctx.ports.submissions.record(Submission(action.id, subject, now, now + ctx.settings.tracking_deadline))
+    tracking = TrackingKey(action.id, subject.request_id)
+    return Reply(
+        results=(first,), sends=(Send(tracking.to_message(), delay_at(ctx.settings.tracking_schedule, 0)),)
+    )
 
 
 def device_state(machine: Machine, ctx: Context) -> dict[str, Any]:

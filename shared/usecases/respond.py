@@ -31,7 +31,9 @@ def respond(reply: Reply, ctx: Context, delivery: Delivery) -> None:
 
 
 def publish(result: Result, ctx: Context, delivery: Delivery) -> None:
-    """Audit first: if the ledger is down the message is retried before any result goes out."""
+    """Audit first: if the ledger is down the message is retried before any result goes out, except
+    on its last delivery: then the requester hears back all the same, and the log says the audit
+    row is missing."""
     now = ctx.ports.clock()
     subject, action = result.subject, result.machine_action
     details = {**subject.details, "error": result.error.code if result.error else None}
@@ -44,7 +46,16 @@ def publish(result: Result, ctx: Context, delivery: Delivery) -> None:
         action_id=action.id if action else None,
         details=details,
     )
-    ctx.ports.audit.record(entry)
+    try:
+        ctx.ports.audit.record(entry)
+    except Exception:
+        if delivery.dequeue_count < ctx.settings.max_dequeue_count:
+            raise
+        logger.exception(
+            "audit write failed on the last delivery, result sent without it request_id=%s outcome=%s",
+            subject.request_id,
+            result.outcome,
+        )
     ctx.ports.outbox.publish(build_result(result, delivery, now))
 
 

@@ -104,3 +104,21 @@ def test_storage_outage_mid_request_loses_nothing_and_doubles_nothing(host: Host
     assert progress and {r["outcome"] for r in progress} <= {"Submitted", "AlreadyPending"}
     assert {r["machineAction"]["id"] for r in results} == {sim.actions()[0]["id"]}
     # settled() above: late trackers ended without a result
+
+
+def test_a_missing_ledger_table_is_reported_at_startup_and_the_requester_still_hears_back(
+    host: Host, sim: Sim
+) -> None:
+    stack = host(LEDGER_TABLE="nosuchledger")
+    stack.send("isolation-requests", {"machineId": ONLINE_PC, "requestId": "no-ledger"})
+    (result,) = results_for(stack, "no-ledger", 1, timeout=60)
+    assert (result["outcome"], result["error"]["code"], result["error"]["retryable"]) == (
+        "Failed",
+        "LedgerUnavailable",
+        True,
+    )
+    assert result["delivery"]["dequeueCount"] == 5
+    log = stack.host_logs()
+    assert log.count("the ledger table 'nosuchledger' does not exist") == 1  # once per process
+    assert "Storage Table Data Contributor" in log and "LEDGER_TABLE" in log
+    assert sim.requests("isolate") == []  # no isolation without its claim in the ledger

@@ -18,6 +18,7 @@ from tests.integration.conftest import (
     jira_approves,
     jira_release,
     results_for,
+    settled,
 )
 
 pytestmark = pytest.mark.integration
@@ -123,3 +124,19 @@ def test_release_needs_an_allowed_requester_and_our_own_isolation(host: Host, si
         "ticket SEC-9 by ana.approver@contoso.com, requested by ben.requester@contoso.com"
         in (ours["machineAction"]["requestorComment"])
     )
+
+
+def test_a_huge_streaming_batch_is_held_whole_and_costs_no_mde_call(host: Host, sim: Sim) -> None:
+    stack = host(ISOLATION_POLICY=policy())
+    evidence = {
+        "category": "AdvancedHunting-AlertEvidence",
+        "properties": {"AlertId": "a1", "Severity": "High"},
+    }
+    records = [
+        {**evidence, "properties": {**evidence["properties"], "DeviceId": f"{i:040x}"}} for i in range(200)
+    ]
+    message_id = stack.send("isolation-requests", {"records": records})
+    (held,) = results_for(stack, f"msg-{message_id}", 1)
+    assert (held["outcome"], held["devices"]) == ("HeldForApproval", 200)
+    assert "200 devices, more than 10" in held["rule"]
+    assert sim.requests() == [] and settled(stack) == []

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pytest
 
 from devstack.stack import LocalStack
-from shared.domain.model import MachineAction, Source
-from shared.domain.results import MachineRef, Subject
-from shared.domain.tracking import Tracking, first_tracking
+from shared.domain.tracking import TrackingKey
 from tests.integration.conftest import ONLINE_PC, Sim, results_for, settled
 
 pytestmark = pytest.mark.integration
@@ -59,12 +57,9 @@ def test_follow_ups_back_off_on_429_and_never_run_faster_than_the_schedule(host:
     assert min(gaps) >= 1.9, gaps  # after the 429: >= Retry-After; else the schedule step (2 s)
 
 
-def tracking_of(submitted: dict[str, Any]) -> Tracking:
+def tracking_of(submitted: dict[str, Any]) -> dict[str, Any]:
     """The tracking message the function sends after this Submitted result (to send it again)."""
-    subject = Subject("Isolate", submitted["requestId"], Source.from_dict(submitted["source"]),
-                      MachineRef.from_dict(submitted["machine"]))  # fmt: skip
-    action = MachineAction({**submitted["machineAction"], "status": "Pending"})
-    return first_tracking(subject, action, datetime.now(UTC), timedelta(hours=1))
+    return TrackingKey(submitted["machineAction"]["id"], submitted["requestId"]).to_message()
 
 
 def test_a_redelivered_tracking_message_does_not_write_a_second_final_result(host: Host, sim: Sim) -> None:
@@ -74,8 +69,8 @@ def test_a_redelivered_tracking_message_does_not_write_a_second_final_result(hos
     assert final["outcome"] == "Succeeded"
     # The same tracking message again, twice (as a redelivery after a crash would bring it).
     tracking = tracking_of(submitted)
-    stack.send("isolation-requests", tracking.to_message())
-    stack.send("isolation-requests", tracking.to_message())
+    stack.send("isolation-requests", tracking)
+    stack.send("isolation-requests", tracking)
     assert settled(stack) == []
     gets = [r for r in sim.requests("machineactions") if r["path"].startswith("/api/machineactions/")]
     assert gets, "the first tracking checks read the action"
@@ -87,7 +82,27 @@ def test_duplicate_tracking_messages_for_a_pending_action_give_one_final_result(
     stack.send("isolation-requests", {"machineId": ONLINE_PC, "requestId": "twice-1"})
     (submitted,) = results_for(stack, "twice-1", 1)
     tracking = tracking_of(submitted)
-    stack.send("isolation-requests", tracking.to_message())
+    stack.send("isolation-requests", tracking)
     finals = results_for(stack, "twice-1", 1, timeout=20)
     assert finals[0]["outcome"] == "Succeeded"
     assert settled(stack) == []
+
+
+def test_a_forged_tracking_message_writes_no_result(host: Host, sim: Sim) -> None:
+    stack = host()
+    stack.send("isolation-requests", {"machineId": ONLINE_PC, "requestId": "real-1"})
+    submitted, final = results_for(stack, "real-1", 2)
+    log_start = len(stack.host_logs())
+    # A forged "final result": an action id no submission names, with the fields a consumer acts on.
+    forged = {"tracking": {"actionId": "7f1a2b3c-0000-4000-8000-000000000001", "requestId": "real-1",
+                           "source": {"system": "sentinel", "id": "/subscriptions/x?evil#y"},
+                           "machine": {"id": ONLINE_PC}, "details": {"requestedBy": "eve"},
+                           "deadline": "2026-11-23T10:00:00"}}  # fmt: skip
+    stack.send("isolation-requests", forged)
+    # The real key with injected fields: the final result was written once, nothing more.
+    stack.send(
+        "isolation-requests", {"tracking": {**tracking_of(submitted)["tracking"], "requestedBy": "eve"}}
+    )
+    assert settled(stack) == []
+    assert stack.host_logs()[log_start:].count("tracking message names no submission, dropped") == 1
+    assert final["source"] == submitted["source"] and "requestedBy" not in final

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -52,10 +53,41 @@ def test_a_check_after_the_final_result_costs_no_api_call() -> None:
 def test_a_pending_action_is_checked_again_later_on_the_schedule() -> None:
     w = world(TRACKING_SCHEDULE="30,60,120")
     tracking = submitted(w)
+    w.clock.advance(seconds=30)  # the first check
     w.deliver(tracking)
     ((_, again, delay),) = w.outbox.sent
-    assert (again["tracking"]["check"], again["tracking"]["lastStatus"], delay) == (2, "Pending", 60)
+    assert (again, delay) == (tracking, 60)
     assert len(w.outbox.results) == 1
+
+
+def test_a_tracking_message_naming_no_submission_is_dropped_without_a_result(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    w = world()
+    submitted(w)
+    forged = {"tracking": {"actionId": "7f1a2b3c-0000-4000-8000-000000000001", "requestId": "req-1"}}
+    calls = len(w.mde.calls)
+    with caplog.at_level(logging.WARNING):
+        w.deliver(forged)
+    assert len(w.outbox.results) == 1 and w.outbox.sent == [] and len(w.mde.calls) == calls
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "names no submission" in line
+
+
+def test_the_final_result_comes_from_the_ledger_and_mde_never_from_the_message() -> None:
+    w = world()
+    tracking = submitted(w)
+    w.mde.complete(w.mde.actions[0]["id"], "Succeeded")
+    injected = {"source": {"system": "sentinel", "id": "/subscriptions/x/evil?y#z"}, "requestedBy": "eve",
+                "machine": {"id": "f" * 40}, "details": {"rule": "forged"}}  # fmt: skip
+    w.deliver({"tracking": {**tracking["tracking"], **injected}})
+    final = w.outbox.results[-1]
+    assert (final["outcome"], final["source"], final["machine"]["id"]) == (
+        "Succeeded",
+        {"system": "canonical", "id": None, "url": None},
+        PC,
+    )
+    assert "requestedBy" not in final and final["rule"] == "defaultIsolationType: Full"
 
 
 def test_past_the_deadline_tracking_expires_with_the_last_status() -> None:

@@ -299,3 +299,45 @@ def test_a_multi_device_event_fans_out_one_request_per_device() -> None:
     w.deliver(body)
     assert w.outbox.results == [] and w.mde.calls == []
     assert sorted(doc["machineId"] for _, doc, _ in w.outbox.sent) == sorted([PC, SERVER])
+
+
+def test_an_audit_outage_delays_the_result_until_the_last_delivery_then_it_goes_out_anyway() -> None:
+    w = fleet(world(policy=OPEN))
+    outage = TransientError("LedgerUnavailable", "table gone")
+    w.audit.fail = [outage] * 2
+    with pytest.raises(TransientError):
+        w.deliver(isolation(), dequeue_count=1)
+    assert w.outbox.results == []  # retried before any result goes out
+    w.deliver(isolation(), dequeue_count=5)
+    assert w.outbox.outcomes == ["AlreadyPending"]  # its own action, found again, and reported
+    assert w.audit.entries == []  # the audit row is missing, and the log says so
+
+
+def streaming_batch(devices: int) -> dict[str, Any]:
+    records = [
+        {"category": "AdvancedHunting-AlertEvidence",
+         "properties": {"AlertId": "a1", "Title": "t", "Severity": "High", "EntityType": "Machine",
+                        "DeviceId": f"{i:040x}", "DeviceName": f"ws-{i}.contoso.local"}}
+        for i in range(1, devices + 1)
+    ]  # fmt: skip
+    return {"records": records}
+
+
+@pytest.mark.parametrize(("devices", "cap", "held"), [(10, None, False), (11, None, True), (3, 2, True)])
+def test_an_event_naming_more_devices_than_the_cap_is_held_whole_at_no_mde_cost(
+    devices: int, cap: int | None, held: bool
+) -> None:
+    w = world(policy={**OPEN, **({"maxDevicesPerEvent": cap} if cap else {})})
+    w.deliver(streaming_batch(devices))
+    assert w.mde.calls == []
+    if not held:
+        assert len(w.outbox.sent) == devices and w.outbox.results == []
+        return
+    (result,) = w.outbox.results
+    assert (result["outcome"], result["reason"], result["devices"]) == (
+        "HeldForApproval",
+        "TooManyDevices",
+        devices,
+    )
+    assert f"names {devices} devices, more than {cap or 10}" in result["rule"]
+    assert w.outbox.sent == [] and w.breaker.taken == []

@@ -2,17 +2,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.domain.model import MachineAction, Source, final_outcome
-from shared.domain.results import MachineRef, Subject
-from shared.domain.tracking import Tracking, delay_before_check, device_online, first_tracking
+from shared.domain.model import final_outcome
+from shared.domain.tracking import TrackingKey, delay_at, device_online
 from shared.errors import InvalidRequest
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(("check", "delay"), [(1, 30), (2, 60), (3, 120), (6, 900), (7, 900), (50, 900)])
-def test_schedule_grows_then_repeats_its_cap(check: int, delay: int) -> None:
-    assert delay_before_check((30, 60, 120, 240, 480, 900), check) == delay
+@pytest.mark.parametrize(
+    ("elapsed", "delay"), [(0, 30), (29.9, 30), (30, 60), (89, 60), (90, 120), (1830, 900), (10**6, 900)]
+)
+def test_the_schedule_thins_out_with_time_since_submission(elapsed: float, delay: int) -> None:
+    assert delay_at((30, 60, 120, 240, 480, 900), elapsed) == delay
 
 
 @pytest.mark.parametrize(
@@ -32,26 +33,26 @@ def test_final_outcome_per_mde_status(status: str, outcome: str | None) -> None:
     assert final_outcome(status) == outcome
 
 
-def test_tracking_message_round_trips_and_counts_checks() -> None:
-    subject = Subject(
-        "Isolate", "r-1", Source("sentinel", "42"), MachineRef("a" * 40), {"isolationType": "Full"}
-    )
-    action = MachineAction({"id": "7f1a2b3c-0000-4000-8000-000000000001", "status": "Pending"})
-    tracking = first_tracking(subject, action, NOW, timedelta(hours=48))
-    again = Tracking.from_message(tracking.to_message())
-    assert again == tracking
-    assert again.deadline == NOW + timedelta(hours=48)
-    later = again.next_check("InProgress")
-    assert (later.check, later.last_status, later.deadline) == (2, "InProgress", again.deadline)
+def test_a_tracking_message_carries_only_the_key_of_its_submission() -> None:
+    key = TrackingKey("7f1a2b3c-0000-4000-8000-000000000001", "r-1")
+    assert key.to_message() == {"tracking": {"actionId": key.action_id, "requestId": "r-1"}}
+    forged = {"tracking": {**key.to_message()["tracking"], "source": {"id": "x"}, "requestedBy": "eve"}}
+    assert TrackingKey.from_message(forged) == key  # whatever else it carries is never read
 
 
 @pytest.mark.parametrize(
     "body",
-    [{"tracking": None}, {"tracking": {"action": "Isolate"}}, {"tracking": {"action": "Reboot"}}],
+    [
+        {"tracking": None},
+        {"tracking": {"action": "Isolate"}},
+        {"tracking": {"actionId": "not-a-guid", "requestId": "r"}},
+        {"tracking": {"actionId": "7f1a2b3c-0000-4000-8000-000000000001", "requestId": "r\n"}},
+        {"tracking": {"actionId": "7f1a2b3c-0000-4000-8000-000000000001\n", "requestId": "r"}},
+    ],
 )
 def test_malformed_tracking_message_is_refused(body: dict[str, object]) -> None:
     with pytest.raises(InvalidRequest, match="InvalidTrackingMessage"):
-        Tracking.from_message(body)
+        TrackingKey.from_message(body)
 
 
 @pytest.mark.parametrize(

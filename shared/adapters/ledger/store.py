@@ -20,6 +20,7 @@ from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
     AzureError,
+    HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
@@ -114,6 +115,24 @@ class TableStore:
             return call()
         except AzureError as e:
             raise TransientError("LedgerUnavailable", f"ledger {verb} failed: {e}") from e
+
+    def problem(self) -> str | None:
+        """Why the ledger table cannot be used (it does not exist, or the identity may not read it),
+        or None. One cheap read, at startup."""
+        try:
+            next(
+                iter(self.table.query_entities("PartitionKey eq 'probe'", results_per_page=1).by_page()), None
+            )
+        except ResourceNotFoundError:
+            return f"the ledger table {self.table.table_name!r} does not exist in the storage account"
+        except HttpResponseError as e:
+            if e.status_code in (401, 403):
+                name, status = self.table.table_name, e.status_code
+                return f"the app's identity may not use the ledger table {name!r} (HTTP {status})"
+            raise TransientError("LedgerUnavailable", f"ledger check failed: {e}") from e
+        except AzureError as e:
+            raise TransientError("LedgerUnavailable", f"ledger check failed: {e}") from e
+        return None
 
     def backoff(self, attempt: int) -> None:
         # Jitter spreads racing writers apart; growing a little keeps a storm from spinning.
