@@ -15,6 +15,7 @@ import azure.functions as func
 
 from .bootstrap import context
 from .domain import events
+from .domain.lease import LeaseKey
 from .domain.messages import decode_body, to_canonical
 from .domain.model import Action, ContainmentRequest
 from .domain.policy import Decision, event_too_large
@@ -24,6 +25,7 @@ from .errors import PermanentError
 from .usecases.context import Context
 from .usecases.follow_up import follow_up
 from .usecases.isolate import isolate
+from .usecases.lease import remind
 from .usecases.outcomes import interrupted, refused
 from .usecases.release import release
 from .usecases.reply import Reply, Send
@@ -68,6 +70,8 @@ def route(body: bytes, action: Action, delivery: Delivery, ctx: Context) -> Repl
         document = decode_body(body)
         if "tracking" in document:
             return follow_up(TrackingKey.from_message(document), action, delivery, ctx)
+        if "lease" in document:
+            return remind(LeaseKey.from_message(document), action, delivery, ctx)
         requests = parse(document, action, _fallback(delivery), ctx)
     except PermanentError as e:
         return refused(Subject.unknown(action, document, _fallback(delivery)), e)

@@ -124,9 +124,9 @@ class Submissions(Protocol):
 class Approvals(Protocol):
     """Ticket approvals already relied on: an approval releases once."""
 
-    def use(self, approval_id: str, request_id: str, now: datetime) -> str | None:
-        """Let ``request_id`` release with this approval: None when it may (first, or the same
-        request again), else the request that already used it."""
+    def use(self, approval_id: str, request_id: str, now: datetime) -> tuple[str, bool]:
+        """Record that ``request_id`` releases with this approval: (the request that holds it,
+        whether this call recorded it). Another holder means the approval was used already."""
         ...
 
 
@@ -142,14 +142,15 @@ class Finals(Protocol):
 
     def reported(self, action_id: str, request_id: str) -> bool: ...
 
-    def claim(self, action_id: str, request_id: str, now: datetime) -> bool:
-        """The right to write this final result: exactly one of several racing writers gets it."""
+    def claim(self, action_id: str, key: str, now: datetime) -> Literal["won", "done", "busy"]:
+        """The right to write this result: exactly one of several racing writers wins; ``done`` when
+        it was written; ``busy`` while another writer holds the claim (taken over once it is stale)."""
         ...
 
-    def release(self, action_id: str, request_id: str) -> None: ...
+    def release(self, action_id: str, key: str) -> None: ...
 
     def mark_reported(
-        self, action_id: str, request_id: str, outcome: str, action: Mapping[str, Any], now: datetime
+        self, action_id: str, key: str, outcome: str, action: Mapping[str, Any], now: datetime
     ) -> None: ...
 
     def final_of(self, action_id: str, request_id: str) -> tuple[str, dict[str, Any]] | None: ...

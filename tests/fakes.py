@@ -11,12 +11,13 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from azure.functions.queue import QueueMessage
 
 from shared.adapters.ticket_http import TicketNotFound
 from shared.domain.breaker import BreakerResult, BreakerState, take_breaker_slot
+from shared.domain.messages import schema_errors
 from shared.domain.model import IsolationType, MachineAction, is_final
 from shared.domain.policy_config import BreakerPolicy
 from shared.domain.tracking import Submission
@@ -134,7 +135,7 @@ class FakeMde:
         return MachineAction(dict(action))
 
     def complete(self, action_id: str, status: str) -> None:
-        self._find(action_id)["status"] = status
+        self._find(action_id).update(status=status, lastUpdateDateTimeUtc=self.clock().isoformat())
 
     def _find(self, action_id: str) -> dict[str, Any]:
         found = next((a for a in self.actions if a["id"] == action_id), None)
@@ -221,9 +222,9 @@ class FakeClaims:
 class FakeApprovals:
     used: dict[str, str] = field(default_factory=dict)
 
-    def use(self, approval_id: str, request_id: str, now: datetime) -> str | None:
-        holder = self.used.setdefault(approval_id, request_id)
-        return None if holder == request_id else holder
+    def use(self, approval_id: str, request_id: str, now: datetime) -> tuple[str, bool]:
+        recorded = approval_id not in self.used
+        return self.used.setdefault(approval_id, request_id), recorded
 
 
 @dataclass
@@ -245,6 +246,7 @@ class FakeJira:
     comments: list[tuple[str, str]] = field(default_factory=list)
     calls: int = 0
     fail: list[Exception] = field(default_factory=list)
+    comment_fail: list[Exception] = field(default_factory=list)
 
     def issue(self, key: str, fields: Sequence[str]) -> dict[str, Any]:
         self.calls += 1
@@ -256,6 +258,8 @@ class FakeJira:
         return copy(self.issues[key])
 
     def add_comment(self, key: str, text: str) -> dict[str, Any]:
+        if self.comment_fail:
+            raise self.comment_fail.pop(0)
         self.comments.append((key, text))
         return {"id": str(len(self.comments))}
 
@@ -352,11 +356,11 @@ class FakeFinals:
     def reported(self, action_id: str, request_id: str) -> bool:
         return self.finals.get((action_id, request_id)) is not None
 
-    def claim(self, action_id: str, request_id: str, now: datetime) -> bool:
+    def claim(self, action_id: str, request_id: str, now: datetime) -> Literal["won", "done", "busy"]:
         if (action_id, request_id) in self.finals:
-            return False
+            return "busy" if self.finals[(action_id, request_id)] is None else "done"
         self.finals[(action_id, request_id)] = None
-        return True
+        return "won"
 
     def release(self, action_id: str, request_id: str) -> None:
         self.finals.pop((action_id, request_id), None)
@@ -396,7 +400,11 @@ class FakeOutbox:
         self.sent.append((queue, json.loads(json.dumps(document)), delay_s))
 
     def publish(self, result: dict[str, Any]) -> None:
-        self.results.append(json.loads(json.dumps(result)))
+        message = json.loads(json.dumps(result))
+        problems = schema_errors("result.schema.json", message)
+        if problems:  # every result a use case writes is one a SOC's parser accepts
+            raise AssertionError(f"result breaks result.schema.json: {problems}: {message}")
+        self.results.append(message)
 
     @property
     def outcomes(self) -> list[str]:

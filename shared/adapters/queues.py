@@ -13,12 +13,11 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError
 from azure.storage.queue import ExponentialRetry, QueueClient
 
+from ..domain.backoff import MAX_DELAY_S
 from ..errors import ConfigError, TransientError
 from ..settings import StorageSettings
 
 logger = logging.getLogger(__name__)
-
-MAX_DELAY_S = 7 * 24 * 3600  # a storage queue hides a message for at most 7 days
 
 
 class StorageQueueSender:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+MAX_DELAY_S = 7 * 24 * 3600  # a storage queue hides a message for at most 7 days
 DEFAULT_RETRY_AFTER_S = 60.0  # a 429 that names no wait: MDE's window is a minute
 YIELD_S = (5.0, 10.0)  # a release yielding its call to containment asks again in this many seconds
 HOLDER_WAIT_S = (2.0, 4.0)  # a storm duplicate waiting for the request posting its device

@@ -90,6 +90,8 @@ class IsolationPolicy:
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     dedupe_window: timedelta = timedelta(minutes=60)
     max_devices_per_event: int = 10
+    lease: timedelta = timedelta(hours=24)  # a reminder while a device stays isolated by us
+    ticket_write_back: bool = True  # a release's results are written back to its ticket
     release: ReleasePolicy = field(default_factory=ReleasePolicy)
 
 
@@ -132,6 +134,13 @@ def load_isolation_policy(raw: str | None) -> IsolationPolicy:
     if "dedupeWindowMinutes" in root:
         minutes = _int(root["dedupeWindowMinutes"], "dedupeWindowMinutes", 1, 24 * 60)
         policy = replace(policy, dedupe_window=timedelta(minutes=minutes))
+    if "leaseHours" in root:
+        policy = replace(policy, lease=timedelta(hours=_hours(root["leaseHours"], "leaseHours")))
+    if "ticketWriteBack" in root:
+        write_back = root["ticketWriteBack"]
+        if not isinstance(write_back, bool):
+            raise _fail("ticketWriteBack", f"must be true or false (got {write_back!r})")
+        policy = replace(policy, ticket_write_back=write_back)
     if "maxDevicesPerEvent" in root:
         cap = _int(root["maxDevicesPerEvent"], "maxDevicesPerEvent", 1, MAX_DEVICES_PER_EVENT)
         policy = replace(policy, max_devices_per_event=cap)
@@ -150,6 +159,8 @@ _TOP_KEYS = (
     "breaker",
     "dedupeWindowMinutes",
     "maxDevicesPerEvent",
+    "leaseHours",
+    "ticketWriteBack",
     "release",
 )
 _PROTECTED_KEYS = ("machineIds", "dnsNames", "tags", "deviceGroups")
@@ -207,6 +218,15 @@ def _int(value: object, path: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise _fail(path, f"must be between {low} and {high} (got {value})")
     return value
+
+
+def _hours(value: object, path: str) -> float:
+    """Hours, fractions allowed down to 0.001 (3.6 s: tests run a lease in seconds), up to a year."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(path, f"must be a number of hours (got {value!r})")
+    if not 0.001 <= value <= 24 * 366:
+        raise _fail(path, f"must be between 0.001 and 8784 hours (got {value})")
+    return float(value)
 
 
 def _protected(value: object) -> Protected:

@@ -115,13 +115,21 @@ class Subject:
 
 @dataclass(frozen=True)
 class Result:
-    """One outcome of a request: ``sequence`` 1 for the first result, 2 for the action's final one."""
+    """One outcome of a request: ``sequence`` 1 for the first result, 2 for the action's final one,
+    more for later reminders. A result with a ``once_key`` is written exactly once per (action,
+    key), however often it is reached."""
 
     subject: Subject
     outcome: str
     sequence: int = 1
     machine_action: MachineAction | None = None
     error: ContainmentError | None = None
+    once_key: str | None = None
+
+    @classmethod
+    def final(cls, subject: Subject, outcome: str, action: MachineAction) -> Result:
+        """The final result of a request's action: once per (action, request)."""
+        return cls(subject, outcome, 2, action, once_key=subject.request_id)
 
 
 def build_result(result: Result, delivery: Delivery, now: datetime) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from ..domain.results import Delivery, Result, Subject
 from ..domain.tracking import Submission, TrackingKey, delay_at
 from ..errors import MdeThrottled, PermanentError
 from .context import Context
+from .lease_start import start
 from .outcomes import interrupted, refused
 from .reply import Reply, Send
 
@@ -55,6 +56,7 @@ def check(key: TrackingKey, submission: Submission, ctx: Context) -> Reply:
         outcome = "TrackingExpired"
         subject = subject.with_details(lastStatus=action.status)
     if outcome is not None:
-        return Reply(results=(Result(subject, outcome, 2, action),))
+        lease = start(action, subject, ctx) if outcome == "Succeeded" else ()
+        return Reply(results=(Result.final(subject, outcome, action),), then=lease)
     remaining = (submission.deadline - now).total_seconds()
     return Reply(sends=(Send(key.to_message(), max(1.0, min(step, remaining))),))

@@ -59,7 +59,8 @@ def isolate(request: ContainmentRequest, delivery: Delivery, ctx: Context) -> Re
             if slot.held:
                 logger.warning("breaker open: isolation held request_id=%s", request.request_id)
                 return Reply(results=(Result(subject.with_details(**slot.to_details()), "HeldForApproval"),))
-            done = submit(ctx.ports.mde, request, machine["id"], delivery)
+            repeat = hold.claim.state == "submitted"  # this request's isolation went out before
+            done = submit(ctx.ports.mde, request, machine["id"], delivery, repeat=repeat)
             if done.cancelled is not None:
                 subject = subject.with_details(cancelledActions=list(done.cancelled))
             hold.submitted(done, ctx.ports.clock())

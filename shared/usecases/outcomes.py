@@ -22,6 +22,7 @@ from ..errors import (
 )
 from ..ports import Machine
 from .context import Context
+from .lease_start import start
 from .reply import Reply, Send
 
 logger = logging.getLogger(__name__)
@@ -131,7 +132,8 @@ def submitted(subject: Subject, outcome: str, action: MachineAction, machine: Ma
     first = Result(subject, outcome, machine_action=action)
     status = final_outcome(action.status)
     if status is not None:
-        return Reply(results=(first, Result(subject, status, 2, action)))
+        lease = start(action, subject, ctx) if status == "Succeeded" else ()
+        return Reply(results=(first, Result.final(subject, status, action)), then=lease)
     now = ctx.ports.clock()
     ctx.ports.submissions.record(Submission(action.id, subject, now, now + ctx.settings.tracking_deadline))
     tracking = TrackingKey(action.id, subject.request_id)

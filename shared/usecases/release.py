@@ -51,8 +51,8 @@ def release(request: ContainmentRequest, delivery: Delivery, ctx: Context) -> Re
         check_history(history, ctx)
         if ctx.settings.dry_run:
             return dry_run(request, subject, machine["id"])
-        use_once(approval, request, ctx)
-        done = submit(ctx.ports.mde, request, machine["id"], delivery, history)
+        repeat = use_once(approval, request, ctx)
+        done = submit(ctx.ports.mde, request, machine["id"], delivery, history, repeat=repeat)
         if done.cancelled is not None:
             subject = subject.with_details(cancelledActions=list(done.cancelled))
         ctx.ports.claims.record_release(machine["id"], request.request_id, done.action.id, ctx.ports.clock())
@@ -108,15 +108,17 @@ def check_history(history: list[MachineAction], ctx: Context) -> None:
         )
 
 
-def use_once(approval: Approval, request: ContainmentRequest, ctx: Context) -> None:
-    """An approval releases once: a replay, or a second message for it, is refused."""
+def use_once(approval: Approval, request: ContainmentRequest, ctx: Context) -> bool:
+    """An approval releases once: a replay, or a second message for it, is refused. True when this
+    request already used it (the same message again): its own action is looked for, not posted anew."""
     if approval.approval_id is None:
-        return  # unverified (the policy's opt-in): nothing identifies the approval
-    holder = ctx.ports.approvals.use(approval.approval_id, request.request_id, ctx.ports.clock())
-    if holder is not None:
+        return False  # unverified (the policy's opt-in): nothing identifies the approval
+    holder, recorded = ctx.ports.approvals.use(approval.approval_id, request.request_id, ctx.ports.clock())
+    if holder != request.request_id:
         raise InvalidRequest(
             "ApprovalAlreadyUsed", f"the approval in ticket {approval.ticket_id} already released ({holder})"
         )
+    return not recorded
 
 
 def yield_to_containment(request: ContainmentRequest, subject: Subject, ctx: Context) -> Reply:

@@ -32,6 +32,7 @@ class Join:
 class Reply:
     results: tuple[Result, ...] = ()
     sends: tuple[Send, ...] = ()
+    then: tuple[Send, ...] = ()  # sent only by whoever writes the reply's once-only result
     join: Join | None = None
     failure: Exception | None = None  # raised after the results: a transient fault
 

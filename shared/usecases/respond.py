@@ -1,6 +1,6 @@
-"""Carrying out a ``Reply``: every result is audited, then published; a final result is published
-exactly once per (action, request), and an isolation's final result also reaches the storm
-duplicates that waited for it; then the messages the reply sends on its trigger queue."""
+"""Carrying out a ``Reply``: every result is audited, then published; a final result (or a lease
+reminder) is published exactly once per (action, key), and an isolation's final result also reaches
+the storm duplicates that waited for it; then the messages the reply sends on its trigger queue."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from typing import Any
 
 from ..domain.model import MachineAction
 from ..domain.results import Delivery, Result, Subject, build_result
+from ..errors import TransientError
 from ..ports import AuditEntry
 from .context import Context
-from .reply import Join, Reply
+from .reply import Join, Reply, Send
+from .writeback import written_back
 
 logger = logging.getLogger(__name__)
 
@@ -20,20 +22,25 @@ logger = logging.getLogger(__name__)
 def respond(reply: Reply, ctx: Context, delivery: Delivery) -> None:
     """Write the reply's results and messages, in order (its ``failure`` is the caller's to raise)."""
     for result in reply.results:
-        if result.sequence == 2 and result.machine_action is not None:
-            publish_final(result, ctx, delivery)
+        if result.once_key is not None and result.machine_action is not None:
+            publish_once(result, result.machine_action, ctx, delivery, then=reply.then)
         else:
             publish(result, ctx, delivery)
     if reply.join is not None:
         join_holder(reply.join, ctx, delivery)
-    for send in reply.sends:
-        ctx.ports.outbox.send(delivery.queue, send.document, send.delay_s)
+    send(reply.sends, ctx, delivery)
+
+
+def send(sends: tuple[Send, ...], ctx: Context, delivery: Delivery) -> None:
+    for message in sends:
+        ctx.ports.outbox.send(delivery.queue, message.document, message.delay_s)
 
 
 def publish(result: Result, ctx: Context, delivery: Delivery) -> None:
     """Audit first: if the ledger is down the message is retried before any result goes out, except
     on its last delivery: then the requester hears back all the same, and the log says the audit
     row is missing."""
+    result = written_back(result, ctx, delivery)
     now = ctx.ports.clock()
     subject, action = result.subject, result.machine_action
     details = {**subject.details, "error": result.error.code if result.error else None}
@@ -59,25 +66,41 @@ def publish(result: Result, ctx: Context, delivery: Delivery) -> None:
     ctx.ports.outbox.publish(build_result(result, delivery, now))
 
 
-def publish_final(result: Result, ctx: Context, delivery: Delivery, *, duplicates: bool = True) -> None:
-    """The one final result of a request's action, recorded so a redelivery does not repeat it."""
-    finals, action = ctx.ports.finals, result.machine_action
-    if action is None:
-        raise ValueError("a final result names its action")
-    request_id = result.subject.request_id
-    if not finals.claim(action.id, request_id, ctx.ports.clock()):
-        logger.info("final result already written or being written action_id=%s", action.id)
+def publish_once(
+    result: Result,
+    action: MachineAction,
+    ctx: Context,
+    delivery: Delivery,
+    *,
+    then: tuple[Send, ...] = (),
+    duplicates: bool = True,
+) -> None:
+    """A result written exactly once per (action, ``once_key``), with what only its writer sends on
+    (``then``: the next reminder of a lease, say), recorded so a redelivery does not repeat it. While
+    another writer holds the claim, the message waits (is redelivered) for it to finish."""
+    finals, key = ctx.ports.finals, result.once_key or result.subject.request_id
+    claim = finals.claim(action.id, key, ctx.ports.clock())
+    if claim == "done":
+        logger.info("result already written action_id=%s key=%s", action.id, key)
         return
+    if claim == "busy":
+        raise TransientError("ResultBeingWritten", f"another delivery is writing the result of {key}")
     try:
         publish(result, ctx, delivery)
+        send(then, ctx, delivery)
     except Exception:
-        finals.release(action.id, request_id)
+        finals.release(action.id, key)
         raise
-    finals.mark_reported(action.id, request_id, result.outcome, action.raw, ctx.ports.clock())
-    if duplicates and result.subject.action == "Isolate":
+    finals.mark_reported(action.id, key, result.outcome, action.raw, ctx.ports.clock())
+    if duplicates and result.sequence == 2 and result.subject.action == "Isolate":
         for record in finals.duplicates(action.id):
             duplicate = duplicate_final(Subject.from_record(record), action.id, result.outcome, action.raw)
-            publish_final(duplicate, ctx, delivery, duplicates=False)
+            try:
+                publish_once(duplicate, duplicate.machine_action or action, ctx, delivery, duplicates=False)
+            except TransientError:
+                logger.info(
+                    "duplicate's final result being written elsewhere request_id=%s", record["requestId"]
+                )
 
 
 def join_holder(join: Join, ctx: Context, delivery: Delivery) -> None:
@@ -87,11 +110,12 @@ def join_holder(join: Join, ctx: Context, delivery: Delivery) -> None:
     final = finals.final_of(join.action_id, join.holder_request_id)
     if final is not None:
         outcome, action = final
-        publish_final(
-            duplicate_final(join.subject, join.action_id, outcome, action), ctx, delivery, duplicates=False
+        duplicate = duplicate_final(join.subject, join.action_id, outcome, action)
+        publish_once(
+            duplicate, duplicate.machine_action or MachineAction(action), ctx, delivery, duplicates=False
         )
 
 
 def duplicate_final(subject: Subject, action_id: str, outcome: str, action: Mapping[str, Any]) -> Result:
     """A storm duplicate's final result, from its holder's action (no API call)."""
-    return Result(subject, outcome, 2, MachineAction({**action, "id": action_id}))
+    return Result.final(subject, outcome, MachineAction({**action, "id": action_id}))

@@ -37,10 +37,13 @@ def submit(
     machine_id: str,
     delivery: Delivery,
     known: list[MachineAction] | None = None,
+    *,
+    repeat: bool = False,
 ) -> Submission:
-    """Post the request's action once, however often the request is delivered. ``known``: the
-    machine's actions, when the caller has just listed them (saves listing them again)."""
-    if delivery.dequeue_count > 1 or request.attempt > 1:
+    """Post the request's action once, however often the request is delivered or sent. ``known``:
+    the machine's actions, when the caller has just listed them (saves listing them again);
+    ``repeat``: the ledger knows this request already went this far (the same message sent again)."""
+    if repeat or delivery.dequeue_count > 1 or request.attempt > 1:
         own = find_own_action(mde, machine_id, request, known)
         if own is not None:
             return Submission("Submitted" if own.is_final else "AlreadyPending", own)

@@ -139,6 +139,17 @@ def queue_bodies(stack: LocalStack, name: str) -> list[dict[str, Any] | str]:
 
 def analyst_isolates(sim: Sim, machine_id: str) -> dict[str, Any]:
     """An isolation made outside this service (an analyst's, in the portal), straight to MDE."""
+    return analyst_acts(
+        sim, machine_id, "isolate", {"Comment": "Isolated by the on-call analyst", "IsolationType": "Full"}
+    )
+
+
+def analyst_releases(sim: Sim, machine_id: str) -> dict[str, Any]:
+    """A release made outside this service, straight to MDE."""
+    return analyst_acts(sim, machine_id, "unisolate", {"Comment": "Released by the on-call analyst"})
+
+
+def analyst_acts(sim: Sim, machine_id: str, verb: str, body: dict[str, Any]) -> dict[str, Any]:
     token, _ = mint_token(
         audience="https://api.securitycenter.microsoft.com",
         roles=["Machine.Isolate", "Machine.Read.All"],
@@ -148,8 +159,8 @@ def analyst_isolates(sim: Sim, machine_id: str) -> dict[str, Any]:
         secret=sim.signing_secret,
     )
     response = requests.post(
-        f"{sim.url}/api/machines/{machine_id}/isolate",
-        json={"Comment": "Isolated by the on-call analyst", "IsolationType": "Full"},
+        f"{sim.url}/api/machines/{machine_id}/{verb}",
+        json=body,
         headers={"Authorization": f"Bearer {token}"},
         timeout=5,
     )

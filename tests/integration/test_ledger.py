@@ -408,14 +408,15 @@ def test_an_approval_is_used_once_however_many_race_for_it(table: TableClient) -
     approvals = TableApprovals(TableStore(table))
     barrier = threading.Barrier(8)
 
-    def use(i: int) -> str | None:
+    def use(i: int) -> tuple[str, bool]:
         barrier.wait()
         return approvals.use("jira:SEC-1:10042", f"req-{i}", T0)
 
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(use, range(8)))
-    assert answers.count(None) == 1  # exactly one request may release with it
-    winner = f"req-{answers.index(None)}"
-    assert {a for a in answers if a is not None} == {winner}  # the others are told who used it
-    assert approvals.use("jira:SEC-1:10042", winner, T0 + timedelta(hours=1)) is None  # a redelivery
-    assert approvals.use("jira:SEC-1:10043", "req-x", T0) is None  # a new approval of the same ticket
+    recorded = [holder for holder, new in answers if new]
+    assert len(recorded) == 1  # exactly one request may release with it
+    assert {holder for holder, _ in answers} == set(recorded)  # the others are told who used it
+    again = approvals.use("jira:SEC-1:10042", recorded[0], T0 + timedelta(hours=1))
+    assert again == (recorded[0], False)  # the same request again: known, not recorded anew
+    assert approvals.use("jira:SEC-1:10043", "req-x", T0) == ("req-x", True)  # a new approval

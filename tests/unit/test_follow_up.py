@@ -37,7 +37,11 @@ def test_a_final_status_gives_exactly_one_final_result(status: str, outcome: str
         (outcome, 2, status)
     ]
     assert final[0]["isolationType"] == "Full"  # the first result's details are echoed
-    assert w.outbox.sent == []
+    # No more checks; an isolation of ours that succeeded starts its lease (once, by the writer).
+    leases = [(doc, delay) for _, doc, delay in w.outbox.sent]
+    action_id = final[0]["machineAction"]["id"]
+    expected = [({"lease": {"actionId": action_id, "requestId": "req-1", "period": 1}}, 24 * 3600.0)]
+    assert leases == (expected if outcome == "Succeeded" else [])
 
 
 def test_a_check_after_the_final_result_costs_no_api_call() -> None:

@@ -20,7 +20,7 @@ class TableApprovals:
     def __init__(self, store: TableStore) -> None:
         self._store = store
 
-    def use(self, approval_id: str, request_id: str, now: datetime) -> str | None:
+    def use(self, approval_id: str, request_id: str, now: datetime) -> tuple[str, bool]:
         key = digest(approval_id, 40)
         row = {
             "PartitionKey": PARTITION,
@@ -31,9 +31,8 @@ class TableApprovals:
         }
         for _ in range(2):  # created, or read back: racing creators see the winner's row
             if self._store.write(None, row):
-                return None
+                return request_id, True
             found = self._store.get(PARTITION, key)
             if found is not None:
-                holder = str(found.get("requestId"))
-                return None if holder == request_id else holder
-        return "(unknown request)"  # created and deleted meanwhile: refuse rather than guess
+                return str(found.get("requestId")), False
+        return "(unknown request)", False  # created and deleted meanwhile: refuse rather than guess

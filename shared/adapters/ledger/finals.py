@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from .store import TEXT_MAX, TableStore, digest, utc, when
 
@@ -31,10 +31,10 @@ class TableFinals:
         entity = self._store.get(_partition(action_id), _final_key(request_id))
         return entity is not None and entity.get("state", "published") == "published"
 
-    def claim(self, action_id: str, request_id: str, now: datetime) -> bool:
-        """Take the right to write the final result of (action, request): exactly one of several
-        racing trackers gets True. A claim whose writer died unpublished is taken over after
-        ``FINAL_CLAIM_TIMEOUT``, so a final result is never lost to a crash."""
+    def claim(self, action_id: str, request_id: str, now: datetime) -> Literal["won", "done", "busy"]:
+        """Take the right to write the result of (action, key): exactly one of several racing
+        writers wins. A claim whose writer died unpublished is taken over after
+        ``FINAL_CLAIM_TIMEOUT`` (until then ``busy``), so a result is never lost to a crash."""
         entity = {
             "PartitionKey": _partition(action_id),
             "RowKey": _final_key(request_id),
@@ -45,11 +45,11 @@ class TableFinals:
         previous = self._store.get(entity["PartitionKey"], entity["RowKey"])
         if previous is not None:
             if previous.get("state", "published") == "published":
-                return False
+                return "done"
             claimed_at = when(previous.get("claimedAt"))
             if claimed_at is not None and utc(now) - claimed_at < FINAL_CLAIM_TIMEOUT:
-                return False
-        return self._store.write(previous, entity)
+                return "busy"
+        return "won" if self._store.write(previous, entity) else "busy"
 
     def release(self, action_id: str, request_id: str) -> None:
         """Give a claim back (publishing failed), so the redelivery can write the result."""
