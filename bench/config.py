@@ -7,9 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from devstack.mde_simulator import SimConfig
+
 ROOT = Path(__file__).resolve().parent.parent
 MINUTE, HOUR = 60.0, 3600.0
-RATE_PER_MINUTE, RATE_PER_HOUR = 100, 1500  # the simulator's (and MDE's) limits per API group
+# The simulator's limits per API group (MDE's), which every phase runs with.
+RATE_PER_MINUTE, RATE_PER_HOUR = SimConfig.rate_per_minute, SimConfig.rate_per_hour
 # Every severity passes; the breaker is far above the storm; the rest is the documented default
 # (notably unmanagedIsolationType "UnManagedDevice", which needs each machine's onboardingStatus).
 POLICY = {"minimumSeverity": "Informational", "breaker": {"maxIsolations": 500, "windowMinutes": 60}}

@@ -13,18 +13,23 @@ from typing import Any
 
 import requests
 
-from devstack.identity_endpoint import DEV_TENANT_ID
+from devstack.identity_endpoint import DEFAULT_ROLES, DEV_TENANT_ID
 from devstack.stack import CLIENT_ID
 from devstack.tokens import mint_token
+from shared.settings import CLOUDS
 
 from .workload import Device, Message
+
+# What the service's own token is for: the Commercial cloud's scope, as a resource (the identity
+# endpoint mints tokens for the resource without "/.default").
+MDE_RESOURCE = CLOUDS["Commercial"][1].removesuffix("/.default")
 
 
 def playbook_token(signing_secret: str) -> str:
     """One token for the whole run, as a playbook holding a token would have."""
     token, _ = mint_token(
-        audience="https://api.securitycenter.microsoft.com",
-        roles=["Machine.Isolate", "Machine.Read.All"],
+        audience=MDE_RESOURCE,
+        roles=list(DEFAULT_ROLES),
         client_id=CLIENT_ID,
         tenant_id=DEV_TENANT_ID,
         lifetime_s=3600,

@@ -22,10 +22,12 @@ from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueClient, QueueServiceClient
 
 from devstack.control import IdentityControl, MdeControl
+from devstack.funchost import POISON_SUFFIX, QueueOptions, effective_host_json
 from devstack.stack import LocalStack
+from shared.domain.results import Delivery
 
 from .analysis import Observed, Sent, analyse
-from .config import TRACKING_SCHEDULE, Config
+from .config import ROOT, TRACKING_SCHEDULE, Config
 from .naive import Playbook, playbook_jobs, playbook_token
 from .workload import Device, Message, expected_requests
 
@@ -41,11 +43,12 @@ def _timespan(seconds: float) -> str:
 
 
 def host_overrides(time_scale: float) -> dict[str, str]:
-    """host.json's queue timings scaled like the simulator's (2 s polling, 30 s retry delay); the
+    """host.json's queue timings (polling interval, retry delay) scaled like the simulator's; the
     host's own processing time cannot be scaled and is what it is."""
+    queues = QueueOptions.from_host_json(effective_host_json(ROOT, {}), {})
     return {
-        "maxPollingInterval": _timespan(max(0.1, 2.0 / time_scale)),
-        "visibilityTimeout": _timespan(max(1.0, round(30.0 / time_scale))),
+        "maxPollingInterval": _timespan(max(0.1, queues.max_polling_interval / time_scale)),
+        "visibilityTimeout": _timespan(max(1.0, round(queues.visibility_timeout / time_scale))),
     }
 
 
@@ -111,11 +114,12 @@ def send_workload(
     return sent
 
 
-def expected_of(sent: Iterable[Sent]) -> dict[str, tuple[Message, Device]]:
+def expected_of(sent: Iterable[Sent], queues: dict[str, str]) -> dict[str, tuple[Message, Device]]:
     """Request id -> (message, device) of every first result the sent messages are due."""
     expected: dict[str, tuple[Message, Device]] = {}
     for s in sent:
-        for request_id, device in expected_requests(s.message, s.message_id):
+        delivery = Delivery(queues[s.message.kind], s.message_id, 1)
+        for request_id, device in expected_requests(s.message, delivery):
             expected[request_id] = (s.message, device)
     return expected
 
@@ -213,7 +217,7 @@ class Bench:
         t0 = time.time() + START_DELAY_S
         connection = self.stack.azurite.connection_string
         sent = send_workload(connection, queues, messages, t0, self.cfg.time_scale)
-        expected = expected_of(sent)
+        expected = expected_of(sent, queues)
         window_end = self._measured_window(t0, _wanted(messages, storm_devices))
         window_stats = self.sim.stats()
         tail = self._collect_tail(collector, expected.keys())
@@ -241,7 +245,7 @@ class Bench:
         self.stack.stop_hosts()
         host_log = log.text()
         self._keep(label, host_log, recorded)
-        poison = sum(_queue_length(self.stack, f"{q}-poison") for q in (queues["alert"], queues["release"]))
+        poison = sum(self.stack.peek_count(queues[kind] + POISON_SUFFIX) for kind in ("alert", "release"))
         self._drop(queues, table)
         return {
             "stats": stats,
@@ -374,7 +378,7 @@ class Bench:
         connection = self.stack.azurite.connection_string
         service = QueueServiceClient.from_connection_string(connection)
         for name in queues.values():
-            for queue in (name, f"{name}-poison"):
+            for queue in (name, name + POISON_SUFFIX):
                 with contextlib.suppress(ResourceNotFoundError):  # a poison queue that never appeared
                     service.delete_queue(queue)
         TableServiceClient.from_connection_string(connection).delete_table(table)
@@ -385,12 +389,3 @@ def _wanted(messages: Sequence[Message], storm_devices: Sequence[Device]) -> set
     return {("Isolate", d.id) for d in storm_devices} | {
         ("Unisolate", m.devices[0].id) for m in messages if m.kind == "release"
     }
-
-
-def _queue_length(stack: Any, name: str) -> int:
-    """Messages in a queue, visible or not; 0 for a queue never created (a poison queue appears
-    with its first message)."""
-    try:
-        return int(stack.queue(name).get_queue_properties().approximate_message_count or 0)
-    except ResourceNotFoundError:
-        return 0

@@ -7,6 +7,8 @@ import json
 import math
 from typing import Any
 
+from devstack.mde_simulator import API_GROUPS
+
 from .config import (
     FUNCTION_MODULES,
     MINUTE,
@@ -21,7 +23,6 @@ from .workload import SHAPES
 Phase = dict[str, Any]  # one phase's figures, as ``analysis.analyse`` returns them
 _HEADERS = ("figure", "ours", "naive", "ours/naive", "target", "")
 _ATTEMPTS = "highest attempt of a request (limit: 20 / 4)"
-_API_ORDER = ("isolate", "unisolate", "cancel", "machineactions", "machines", "findbyip")
 
 
 def verdicts(report: dict[str, Any]) -> dict[str, bool | None]:
@@ -365,7 +366,7 @@ def _verdict(ok: bool | None) -> str:
 
 def _apis(*phases: Phase) -> list[str]:
     seen = set().union(*(set(p["calls"]) | set(p["throttled"]) for p in phases))
-    return [a for a in _API_ORDER if a in seen] + sorted(seen - set(_API_ORDER))
+    return [a for a in API_GROUPS if a in seen] + sorted(seen - set(API_GROUPS))
 
 
 def _admitted_throttled(phase: Phase, api: str) -> str:

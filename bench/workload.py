@@ -14,7 +14,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from shared.app import fallback_request_id
 from shared.domain import events
+from shared.domain.events.ticket_mappings import load_ticket_mappings
+from shared.domain.results import Delivery
 
 from .config import ROOT, Config
 
@@ -30,6 +33,7 @@ SHAPES = (
 )
 MULTI_DEVICE_SHAPES = ("graph-alert-v2", "sentinel-incident", "defender-streaming")
 SEVERITIES = ("High", "Medium", "Low", "Informational")
+HOST_TICKET_MAPPINGS = load_ticket_mappings(None)  # the host runs without TICKET_MAPPINGS: the defaults
 
 
 @dataclass(frozen=True)
@@ -283,25 +287,29 @@ def release_workload(cfg: Config, devices: Sequence[Device]) -> list[Message]:
     ]
 
 
-def expected_requests(message: Message, message_id: str) -> list[tuple[str, Device]]:
-    """(request id, device) of every request the message makes, as the pipeline derives them (from
-    the queue message id unless the body names its own): one first result is due for each."""
-    by_key = {d.id: d for d in message.devices} | {d.name.lower(): d for d in message.devices}
+def expected_requests(message: Message, delivery: Delivery) -> list[tuple[str, Device]]:
+    """(request id, device) of every request the message makes when ``delivery`` hands it to the
+    pipeline, derived by the pipeline's own parsers and fallback id (from the queue message id
+    unless the body names its own): one first result is due for each."""
+    document = copy.deepcopy(message.body)
+    fallback = fallback_request_id(delivery)
     if message.kind == "release":
-        return [(message.body["requestId"], message.devices[0])]
-    parsed = events.parse_alert_event(copy.deepcopy(message.body), f"msg-{message_id}")
-    out = []
-    for request in parsed:
-        key = request.device.machine_id or (request.device.device_name or "").lower()
-        out.append((request.request_id, by_key[key]))
-    return out
+        requests = [events.parse_release_event(document, fallback, HOST_TICKET_MAPPINGS)]
+    else:
+        requests = events.parse_alert_event(document, fallback)
+    by_key = {d.id: d for d in message.devices} | {d.name.lower(): d for d in message.devices}
+    return [
+        (request.request_id, by_key[request.device.machine_id or (request.device.device_name or "").lower()])
+        for request in requests
+    ]
 
 
 def check_workload(messages: Iterable[Message]) -> None:
     """Every generated event parses to exactly the devices it was built for (a generator bug would
     otherwise show up as a pipeline failure)."""
     for message in messages:
-        got = [device for _, device in expected_requests(message, f"check-{message.index}")]
+        delivery = Delivery("workload-check", f"check-{message.index}", 1)
+        got = [device for _, device in expected_requests(message, delivery)]
         if message.kind == "alert" and sorted(d.id for d in got) != sorted(d.id for d in message.devices):
             raise AssertionError(f"event {message.index} ({message.shape}) parsed to other devices")
 

@@ -52,7 +52,9 @@ def handle(msg: func.QueueMessage, action: Action, ctx: Context) -> None:
         if reply.failure is not None:
             raise
         subject = (
-            reply.results[0].subject if reply.results else Subject.unknown(action, None, _fallback(delivery))
+            reply.results[0].subject
+            if reply.results
+            else Subject.unknown(action, None, fallback_request_id(delivery))
         )
         respond(interrupted(subject, e, delivery, ctx), ctx, delivery)
         raise
@@ -67,11 +69,11 @@ def route(body: bytes, action: Action, delivery: Delivery, ctx: Context) -> Repl
         document = decode_body(body)
         if "tracking" in document:
             return follow_up(Tracking.from_message(document), delivery, ctx)
-        requests = parse(document, action, _fallback(delivery), ctx)
+        requests = parse(document, action, fallback_request_id(delivery), ctx)
     except PermanentError as e:
-        return refused(Subject.unknown(action, document, _fallback(delivery)), e)
+        return refused(Subject.unknown(action, document, fallback_request_id(delivery)), e)
     except Exception as e:  # noqa: BLE001 - transient, or a bug: the host redelivers either way
-        return interrupted(Subject.unknown(action, document, _fallback(delivery)), e, delivery, ctx)
+        return interrupted(Subject.unknown(action, document, fallback_request_id(delivery)), e, delivery, ctx)
     if len(requests) > 1:
         return fan_out(requests)
     story = isolate if action == "Isolate" else release
@@ -93,7 +95,7 @@ def fan_out(requests: list[ContainmentRequest]) -> Reply:
     return Reply(sends=tuple(Send(to_canonical(request)) for request in requests))
 
 
-def _fallback(delivery: Delivery) -> str:
+def fallback_request_id(delivery: Delivery) -> str:
     """The request id of a message that names none: derived from the queue message, so a redelivery
     derives the same."""
     return f"msg-{delivery.message_id}"
