@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shared.app import fallback_request_id
 from shared.domain import events
 from shared.domain.events.ticket_mappings import load_ticket_mappings
 from shared.domain.results import Delivery
@@ -292,7 +291,7 @@ def expected_requests(message: Message, delivery: Delivery) -> list[tuple[str, D
     pipeline, derived by the pipeline's own parsers and fallback id (from the queue message id
     unless the body names its own): one first result is due for each."""
     document = copy.deepcopy(message.body)
-    fallback = fallback_request_id(delivery)
+    fallback = delivery.fallback_request_id()
     if message.kind == "release":
         requests = [events.parse_release_event(document, fallback, HOST_TICKET_MAPPINGS)]
     else:

@@ -54,7 +54,7 @@ def handle(msg: func.QueueMessage, action: Action, ctx: Context) -> None:
         subject = (
             reply.results[0].subject
             if reply.results
-            else Subject.unknown(action, None, fallback_request_id(delivery))
+            else Subject.unknown(action, None, delivery.fallback_request_id())
         )
         respond(interrupted(subject, e, delivery, ctx), ctx, delivery)
         raise
@@ -65,15 +65,16 @@ def handle(msg: func.QueueMessage, action: Action, ctx: Context) -> None:
 def route(body: bytes, action: Action, delivery: Delivery, ctx: Context) -> Reply:
     """Which story a message is, and that story's reply."""
     document: Any = None
+    fallback_id = delivery.fallback_request_id()
     try:
         document = decode_body(body)
         if "tracking" in document:
             return follow_up(Tracking.from_message(document), delivery, ctx)
-        requests = parse(document, action, fallback_request_id(delivery), ctx)
+        requests = parse(document, action, fallback_id, ctx)
     except PermanentError as e:
-        return refused(Subject.unknown(action, document, fallback_request_id(delivery)), e)
+        return refused(Subject.unknown(action, document, fallback_id), e)
     except Exception as e:  # noqa: BLE001 - transient, or a bug: the host redelivers either way
-        return interrupted(Subject.unknown(action, document, fallback_request_id(delivery)), e, delivery, ctx)
+        return interrupted(Subject.unknown(action, document, fallback_id), e, delivery, ctx)
     if len(requests) > 1:
         return fan_out(requests)
     story = isolate if action == "Isolate" else release
@@ -93,9 +94,3 @@ def fan_out(requests: list[ContainmentRequest]) -> Reply:
     """One event naming several devices: one queue message per device, all with the event's source."""
     logger.info("event fanned out devices=%d source_id=%s", len(requests), requests[0].source.id)
     return Reply(sends=tuple(Send(to_canonical(request)) for request in requests))
-
-
-def fallback_request_id(delivery: Delivery) -> str:
-    """The request id of a message that names none: derived from the queue message, so a redelivery
-    derives the same."""
-    return f"msg-{delivery.message_id}"

@@ -10,7 +10,6 @@ import pytest
 from bench.analysis import rate_limit_bound
 from bench.config import QUICK
 from bench.workload import build_workloads, expected_requests
-from shared.app import fallback_request_id
 from shared.domain.results import Delivery
 
 
@@ -39,7 +38,7 @@ def test_every_alert_device_gets_its_own_request_id_derived_from_the_queue_messa
         assert [device for _, device in requests] == list(message.devices)
         assert len({request_id for request_id, _ in requests}) == len(message.devices)
         if message.shape != "canonical":  # a canonical request names its own requestId
-            assert all(rid.startswith(fallback_request_id(delivery)) for rid, _ in requests)
+            assert all(rid.startswith(delivery.fallback_request_id()) for rid, _ in requests)
 
 
 def test_a_release_ticket_is_expected_under_its_own_request_id() -> None:
