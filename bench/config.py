@@ -7,12 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack.mde_simulator import SimConfig
+from shared.adapters.budget import CALLS_PER_HOUR, CALLS_PER_MINUTE
 
 ROOT = Path(__file__).resolve().parent.parent
 MINUTE, HOUR = 60.0, 3600.0
-# The simulator's limits per API group (MDE's), which every phase runs with.
-RATE_PER_MINUTE, RATE_PER_HOUR = SimConfig.rate_per_minute, SimConfig.rate_per_hour
+# MDE's limits per API group, as the MDE client knows them; the simulator is started with them.
+RATE_PER_MINUTE, RATE_PER_HOUR = CALLS_PER_MINUTE, CALLS_PER_HOUR
 # Every severity passes; the breaker is far above the storm; the rest is the documented default
 # (notably unmanagedIsolationType "UnManagedDevice", which needs each machine's onboardingStatus).
 POLICY = {"minimumSeverity": "Informational", "breaker": {"maxIsolations": 500, "windowMinutes": 60}}

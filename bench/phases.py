@@ -27,7 +27,7 @@ from devstack.stack import LocalStack
 from shared.domain.results import Delivery
 
 from .analysis import Observed, Sent, analyse
-from .config import ROOT, TRACKING_SCHEDULE, Config
+from .config import RATE_PER_HOUR, RATE_PER_MINUTE, ROOT, TRACKING_SCHEDULE, Config
 from .naive import Playbook, playbook_jobs, playbook_token
 from .workload import Device, Message, expected_requests
 
@@ -185,7 +185,11 @@ class Bench:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.stack = LocalStack(time_scale=cfg.time_scale, host_overrides=host_overrides(cfg.time_scale))
+        self.stack = LocalStack(
+            time_scale=cfg.time_scale,
+            host_overrides=host_overrides(cfg.time_scale),
+            simulator_options={"rate_per_minute": RATE_PER_MINUTE, "rate_per_hour": RATE_PER_HOUR},
+        )
         self.phase_no = 0
         self.keep_logs: Path | None = None
 

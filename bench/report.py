@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, get_args
 
-from devstack.mde_simulator import API_GROUPS
+from shared.ports import ApiGroup
 
 from .config import (
     FUNCTION_MODULES,
@@ -23,6 +23,7 @@ from .workload import SHAPES
 Phase = dict[str, Any]  # one phase's figures, as ``analysis.analyse`` returns them
 _HEADERS = ("figure", "ours", "naive", "ours/naive", "target", "")
 _ATTEMPTS = "highest attempt of a request (limit: 20 / 4)"
+API_GROUPS = get_args(ApiGroup)  # in the order the rows show them
 
 
 def verdicts(report: dict[str, Any]) -> dict[str, bool | None]:
