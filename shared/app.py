@@ -55,7 +55,9 @@ def handle(msg: func.QueueMessage, action: Action, ctx: Context) -> None:
         if reply.failure is not None:
             raise
         subject = (
-            reply.results[0].subject if reply.results else Subject.unknown(action, None, _fallback(delivery))
+            reply.results[0].subject
+            if reply.results
+            else Subject.unknown(action, None, delivery.fallback_request_id())
         )
         respond(interrupted(subject, e, delivery, ctx), ctx, delivery)
         raise
@@ -66,21 +68,22 @@ def handle(msg: func.QueueMessage, action: Action, ctx: Context) -> None:
 def route(body: bytes, action: Action, delivery: Delivery, ctx: Context) -> Reply:
     """Which story a message is, and that story's reply."""
     document: Any = None
+    fallback_id = delivery.fallback_request_id()
     try:
         document = decode_body(body)
         if "tracking" in document:
             return follow_up(TrackingKey.from_message(document), action, delivery, ctx)
         if "lease" in document:
             return remind(LeaseKey.from_message(document), action, delivery, ctx)
-        requests = parse(document, action, _fallback(delivery), ctx)
+        requests = parse(document, action, fallback_id, ctx)
     except PermanentError as e:
-        return refused(Subject.unknown(action, document, _fallback(delivery)), e)
+        return refused(Subject.unknown(action, document, fallback_id), e)
     except Exception as e:  # noqa: BLE001 - transient, or a bug: the host redelivers either way
-        return interrupted(Subject.unknown(action, document, _fallback(delivery)), e, delivery, ctx)
+        return interrupted(Subject.unknown(action, document, fallback_id), e, delivery, ctx)
     if action == "Isolate":
         held = event_too_large(len(requests), ctx.settings.isolation_policy)
         if held is not None:
-            return hold_event(requests, held, _fallback(delivery))
+            return hold_event(requests, held, fallback_id)
     if len(requests) > 1:
         return fan_out(requests)
     story = isolate if action == "Isolate" else release
@@ -108,9 +111,3 @@ def hold_event(requests: list[ContainmentRequest], held: Decision, event_id: str
     subject = Subject("Isolate", event_id, requests[0].source)
     details = {"rule": held.rule, "reason": held.reason, "devices": len(requests)}
     return Reply(results=(Result(subject.with_details(**details), "HeldForApproval"),))
-
-
-def _fallback(delivery: Delivery) -> str:
-    """The request id of a message that names none: derived from the queue message, so a redelivery
-    derives the same."""
-    return f"msg-{delivery.message_id}"

@@ -27,6 +27,11 @@ class Delivery:
     message_id: str
     dequeue_count: int
 
+    def fallback_request_id(self) -> str:
+        """The request id of a message that names none: derived from the queue message, so a
+        redelivery derives the same."""
+        return f"msg-{self.message_id}"
+
 
 @dataclass(frozen=True)
 class MachineRef:

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from bench.storm import QUICK, render, run
+from bench.config import QUICK
+from bench.report import render
+from bench.storm import run
 
 pytestmark = pytest.mark.integration
 

@@ -38,7 +38,9 @@ def functions(tree: ast.AST) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef]
             yield node
 
 
-@pytest.mark.parametrize("path", list(python_files("shared")), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path", list(python_files("shared", "bench")), ids=lambda p: str(p.relative_to(ROOT))
+)
 def test_functions_stay_short(path: Path) -> None:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     long = [

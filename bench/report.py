@@ -1,0 +1,395 @@
+"""The report: the verdicts against the targets, and the one table ``render`` makes of a run's
+figures (header, the storm, mixed, overhead and cold-start sections, the targets line, notes)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, get_args
+
+from shared.ports import ApiGroup
+
+from .config import (
+    FUNCTION_MODULES,
+    MINUTE,
+    RATE_PER_HOUR,
+    RATE_PER_MINUTE,
+    TARGETS,
+    TRACKING_SCHEDULE,
+    Config,
+)
+from .workload import SHAPES
+
+Phase = dict[str, Any]  # one phase's figures, as ``analysis.analyse`` returns them
+_HEADERS = ("figure", "ours", "naive", "ours/naive", "target", "")
+_ATTEMPTS = "highest attempt of a request (limit: 20 / 4)"
+API_GROUPS = get_args(ApiGroup)  # in the order the rows show them
+
+
+def verdicts(report: dict[str, Any]) -> dict[str, bool | None]:
+    """Each target: met, missed, or None when not measured (cold start in a quick run)."""
+    storm, mixed = report["storm"], report["mixed"]
+    overhead, cold = report["overhead"], report.get("cold")
+    lost_ok = all(p["lost"] == 0 and p["duplicates"] + p["unexpected"] == 0 for p in (storm, mixed))
+    return {
+        "writes": max(
+            storm["isolate_writes_per_device"],
+            mixed["isolate_writes_per_device"],
+            mixed["unisolate_writes_per_device"] or 0,
+        )
+        <= TARGETS["writes_per_device"],
+        "drain": storm["drain_ratio"] is not None and storm["drain_ratio"] <= TARGETS["drain_ratio"],
+        "mixed_drain": mixed["drain_ratio"] is not None and mixed["drain_ratio"] <= TARGETS["drain_ratio"],
+        "releases": mixed["releases_submitted"] == mixed["release_devices"],
+        "lost": lost_ok,
+        "tokens": storm["tokens_per_process"] <= 1 and mixed["tokens_per_process"] <= 1,
+        "overhead": overhead["p50_ms"] < TARGETS["overhead_p50_ms"],
+        "cold": None
+        if not cold
+        else max(cold[f"{m}_ratio"] for m in FUNCTION_MODULES) <= TARGETS["cold_ratio"],
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    """The whole report as text: what ``python -m bench.storm`` prints."""
+    v = verdicts(report)
+    table = Table()
+    _storm_section(table, report["storm"], report["naive"], v)
+    _mixed_section(table, report["mixed"], report["storm"], report["naive"], v)
+    _overhead_section(table, report["overhead"], v)
+    _cold_section(table, report.get("cold"))
+    notes = [f"note: {note}" for note in _notes(report)]
+    return "\n".join([*_header(report), *table.lines(), _targets_line(v), *notes])
+
+
+class Table:
+    """Rows of six columns (figure, ours, naive, ours/naive, target, verdict) under section titles."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, ...]] = []
+
+    def row(
+        self, name: str, ours: Any, base: Any = None, ratio: str | None = None, target: str = "", ok: str = ""
+    ) -> None:
+        """A figure; numbers are formatted, and the ratio is ours/base unless given."""
+        shown_ours = ours if isinstance(ours, str) else _f(ours)
+        shown_base = base if isinstance(base, str) else _f(base)
+        self.rows.append(
+            (name, shown_ours, shown_base, _ratio(ours, base) if ratio is None else ratio, target, ok)
+        )
+
+    def section(self, title: str) -> None:
+        self.rows.append((title,))
+
+    def lines(self) -> list[str]:
+        """The table laid out: a blank line, the headers, each section after a rule, a closing rule."""
+        figures = [r for r in self.rows if len(r) > 1]
+        widths = [max(len(r[i]) for r in [*figures, _HEADERS]) for i in range(len(_HEADERS))]
+        fmt = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
+        rule = "-" * (sum(widths) + 10)
+        lines = ["", fmt.format(*_HEADERS).rstrip()]
+        for r in self.rows:
+            lines += [rule, r[0]] if len(r) == 1 else [fmt.format(*r).rstrip()]
+        return [*lines, rule]
+
+
+# --- header and footer ----------------------------------------------------------------------------
+
+
+def _header(report: dict[str, Any]) -> list[str]:
+    cfg: Config = report["config"]
+    storm, mixed = report["storm"], report["mixed"]
+    ts = cfg.time_scale
+    policy = json.dumps(report["policy"])
+    wall = f"{report['wall_s']:.0f} s wall clock"
+    return [
+        f"mde-containment storm benchmark ({cfg.name}), {report['when']}, {wall}",
+        f"machine: {report['machine']}",
+        f"pipeline settings: ISOLATION_POLICY={policy} TRACKING_SCHEDULE={TRACKING_SCHEDULE}",
+        f"MDE simulator: real limits {RATE_PER_MINUTE}/min and {RATE_PER_HOUR}/h per API group; time_scale "
+        f"{ts:g} (1 simulated min = {MINUTE / ts:.0f} s real); every time below is simulated seconds",
+        f"storm: {storm['alert_messages']:,} alerts = {storm['alert_devices']:,} alert-devices over "
+        f"{storm['storm_devices']} devices within {cfg.window_s:.0f} s (device k first alerts at "
+        f"k x {cfg.window_s / cfg.devices:.1f} s), {len(SHAPES)} shapes; mixed: + {mixed['release_devices']} "
+        "release tickets for other devices; naive: the mixed workload, one POST per alert-device",
+    ]
+
+
+def _targets_line(v: dict[str, bool | None]) -> str:
+    summary = [
+        ("writes/device <= 1.02", v["writes"]),
+        ("storm drain <= 1.1 x bound", v["drain"]),
+        ("mixed drain <= 1.1 x bound", v["mixed_drain"]),
+        ("releases all submitted", v["releases"]),
+        ("zero lost", v["lost"]),
+        ("1 token/process", v["tokens"]),
+        ("overhead p50 < 2 ms", v["overhead"]),
+        ("cold import <= 1.2 x deps", v["cold"]),
+    ]
+    return "TARGETS: " + ", ".join(f"{name} {_verdict(ok)}" for name, ok in summary)
+
+
+def _notes(report: dict[str, Any]) -> list[str]:
+    """When the timing includes the local stack's own capacity, and when the tail was sped up."""
+    cfg: Config = report["config"]
+    ts = cfg.time_scale
+    notes = []
+    for phase in (report["storm"], report["mixed"]):
+        lag, bound = phase["onset_lag_max_s"], phase["bound_s"]
+        if lag is not None and bound and lag > 0.1 * bound:
+            notes.append(
+                f"{phase['label']}: the local stack ran up to {lag:.0f} s behind on a device's first alert "
+                f"(> 10% of the bound): its timing includes the stack's own capacity at time_scale {ts:g}"
+            )
+        if phase["tail"] and cfg.tail_time_scale > ts:
+            notes.append(
+                f"{phase['label']}: results still due after the measured window were collected with the "
+                f"simulator at time_scale {cfg.tail_time_scale:g} (their 429s are listed as tail)"
+            )
+    return notes
+
+
+# --- sections -------------------------------------------------------------------------------------
+
+
+def _storm_section(table: Table, storm: Phase, naive: Phase, v: dict[str, bool | None]) -> None:
+    table.section(f"STORM: {storm['alert_messages']:,} alerts, {storm['storm_devices']} devices")
+    table.row(
+        "MDE write calls per distinct device",
+        storm["isolate_writes_per_device"],
+        naive["isolate_writes_per_device"],
+        target=f"<= {TARGETS['writes_per_device']}",
+        ok=_verdict(v["writes"]),
+    )
+    _api_rows(table, storm, naive)
+    drain, ratio = _drain(storm)
+    naive_drain, naive_ratio = _drain(naive, naive=True)
+    table.row(
+        "time until every device isolated (s)", drain, naive_drain, _ratio(storm["drain_s"], naive["drain_s"])
+    )
+    table.row("  rate-limit lower bound (s)", storm["bound_s"], naive["bound_s"], "")
+    table.row("  drain / bound", ratio, naive_ratio, "", f"<= {TARGETS['drain_ratio']}", _verdict(v["drain"]))
+    _lag_row(table, storm)
+    naive_expected = f"{naive['expected_results'] - naive['release_devices']:,} / -"
+    _first_result_rows(table, storm, naive_expected, _outcomes(naive, "alert"))
+    table.row(
+        "requests lost (no result, gave up, poison)",
+        storm["lost"],
+        naive["lost_alerts"],
+        "",
+        "0",
+        _verdict(v["lost"]),
+    )
+    _token_row(table, storm, v)
+    table.row("tracking reads (GET machineactions/{id})", storm["tracking_reads"], 0, "")
+    _host_rows(table, storm, naive)
+
+
+def _mixed_section(table: Table, mixed: Phase, storm: Phase, naive: Phase, v: dict[str, bool | None]) -> None:
+    table.section(f"MIXED: the storm + {mixed['release_devices']} release tickets")
+    drain, ratio = _drain(mixed)
+    naive_drain, naive_ratio = _drain(naive, naive=True)
+    table.row(
+        "containment: every device isolated (s)",
+        drain,
+        naive_drain,
+        _ratio(mixed["drain_s"], naive["drain_s"]),
+    )
+    table.row(
+        "  drain / bound", ratio, naive_ratio, "", f"<= {TARGETS['drain_ratio']}", _verdict(v["mixed_drain"])
+    )
+    delay = mixed["drain_s"] - storm["drain_s"] if mixed["drain_s"] and storm["drain_s"] else None
+    table.row("  delay vs the storm alone (s)", delay, None, "", "~0")
+    _release_rows(table, mixed, naive, v)
+    table.row(
+        "write calls per device: isolate / unisolate",
+        f"{_f(mixed['isolate_writes_per_device'])} / {_f(mixed['unisolate_writes_per_device'])}",
+        f"{_f(naive['isolate_writes_per_device'])} / {_f(naive['unisolate_writes_per_device'])}",
+        "",
+        f"<= {TARGETS['writes_per_device']}",
+        _verdict(v["writes"]),
+    )
+    _api_rows(table, mixed, naive)
+    _lag_row(table, mixed)
+    _first_result_rows(table, mixed, f"{naive['expected_results']:,} / -", _outcomes(naive))
+    table.row("requests lost", mixed["lost"], naive["lost"], "", "0", _verdict(v["lost"]))
+    _token_row(table, mixed, v)
+    _host_rows(table, mixed, naive)
+
+
+def _release_rows(table: Table, mixed: Phase, naive: Phase, v: dict[str, bool | None]) -> None:
+    table.row(
+        "releases: unisolate submitted",
+        f"{mixed['releases_submitted']}/{mixed['release_devices']}",
+        f"{naive['releases_submitted']}/{naive['release_devices']}",
+        "",
+        "all",
+        _verdict(v["releases"]),
+    )
+    table.row(
+        "  wait after the ticket p50 / max (s)",
+        f"{_f(mixed['release_wait_p50_s'], 1)} / {_f(mixed['release_wait_max_s'], 1)}",
+        f"{_f(naive['release_wait_p50_s'], 1)} / {_f(naive['release_wait_max_s'], 1)}",
+        "",
+    )
+    table.row(
+        "  last release submitted / its bound (s)",
+        f"{_f(mixed['release_drain_s'], 1)} / {_f(mixed['release_bound_s'], 1)}",
+        f"{_f(naive['release_drain_s'], 1)} / {_f(naive['release_bound_s'], 1)}",
+        "",
+    )
+    table.row("  release results with deviceOnline unknown", mixed["release_state_unknown"], "-", "")
+
+
+def _overhead_section(table: Table, overhead: dict[str, Any], v: dict[str, bool | None]) -> None:
+    table.section(f"PER-MESSAGE OVERHEAD: CPU in our code, no I/O ({overhead['samples']:,} messages)")
+    table.row(
+        "p50 per message (ms)",
+        overhead["p50_ms"],
+        None,
+        "",
+        f"< {TARGETS['overhead_p50_ms']}",
+        _verdict(v["overhead"]),
+    )
+    table.row("p99 per message (ms)", overhead["p99_ms"], None, "")
+    table.row(
+        "mean per message / per alert-device (ms)",
+        f"{overhead['mean_ms']:.3f} / {overhead['per_request_ms']:.3f}",
+        None,
+        "",
+    )
+    table.row("first message of a process (ms)", overhead["first_ms"], None, "")
+
+
+def _cold_section(table: Table, cold: dict[str, Any] | None) -> None:
+    if not cold:
+        table.section("COLD START: skipped (--quick)")
+        return
+    table.section(
+        f"COLD START: import in a fresh interpreter, {cold['runs']} rounds; ms CPU / wall (medians), "
+        "ratio = median of per-round ratios"
+    )
+    deps = f"{cold['deps_cpu_ms']:.0f} / {cold['deps_ms']:.0f}"
+    table.row("third-party dependencies alone", deps, None, "")
+    for m in FUNCTION_MODULES:
+        table.row(
+            f"{m}; CPU ratio to the dependencies (wall)",
+            f"{cold[f'{m}_cpu_ms']:.0f} / {cold[f'{m}_ms']:.0f}",
+            deps,
+            f"{cold[f'{m}_ratio']:.3f} ({cold[f'{m}_wall_ratio']:.2f})",
+            f"<= {TARGETS['cold_ratio']}",
+            _verdict(cold[f"{m}_ratio"] <= TARGETS["cold_ratio"]),
+        )
+        table.row("  of which our own modules (self, -X importtime)", cold[f"{m}_own_ms"], None, "")
+
+
+# --- rows both pipeline sections print ------------------------------------------------------------
+
+
+def _api_rows(table: Table, phase: Phase, naive: Phase) -> None:
+    table.row("API calls admitted, all groups", sum(phase["calls"].values()), sum(naive["calls"].values()))
+    for api in _apis(phase, naive):
+        table.row(
+            f"  {api}: admitted / 429",
+            _admitted_throttled(phase, api),
+            _admitted_throttled(naive, api),
+            "",
+        )
+    table.row(
+        "429s received (measured window)",
+        _throttled_total(phase),
+        _throttled_total(naive),
+        _ratio(sum(phase["window_throttled"].values()), sum(naive["window_throttled"].values())),
+    )
+
+
+def _lag_row(table: Table, phase: Phase) -> None:
+    table.row(
+        "  stack lag p50 / max; first alerts max (s)",
+        f"{_f(phase['lag_p50_s'], 1)} / {_f(phase['lag_max_s'], 1)}; {_f(phase['onset_lag_max_s'], 1)}",
+        "-",
+        "",
+    )
+
+
+def _first_result_rows(table: Table, phase: Phase, naive_expected: str, naive_outcomes: str) -> None:
+    table.row(
+        "first results: expected / written",
+        f"{phase['expected_results']:,} / {phase['written_results']:,}",
+        naive_expected,
+        "",
+    )
+    table.row(
+        "  missing / extra", f"{phase['missing']} / {phase['duplicates'] + phase['unexpected']}", "-", ""
+    )
+    table.row("  outcomes", _outcomes(phase), naive_outcomes, "")
+
+
+def _token_row(table: Table, phase: Phase, v: dict[str, bool | None]) -> None:
+    table.row(
+        "token requests per process", phase["tokens_per_process"], 1.0, target="1", ok=_verdict(v["tokens"])
+    )
+
+
+def _host_rows(table: Table, phase: Phase, naive: Phase) -> None:
+    table.row(
+        "host invocations / redeliveries / 429 re-enqueues",
+        f"{phase['invocations']:,} / {phase['redeliveries']:,} / {phase['throttled_reenqueues']:,}",
+        "-",
+        "",
+    )
+    table.row(_ATTEMPTS, phase["max_attempt"], naive["max_attempt"], "")
+    table.row("phase wall clock (s real)", phase["real_s"], naive["real_s"])
+
+
+# --- formatting -----------------------------------------------------------------------------------
+
+
+def _f(value: Any, digits: int = 2, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:,.{digits}f}{unit}"
+    return f"{value:,}{unit}" if isinstance(value, int) else f"{value}{unit}"
+
+
+def _ratio(ours: Any, base: Any) -> str:
+    if not isinstance(ours, int | float) or not isinstance(base, int | float) or not base:
+        return "-"
+    return f"{ours / base:.3f}"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "-" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def _apis(*phases: Phase) -> list[str]:
+    seen = set().union(*(set(p["calls"]) | set(p["throttled"]) for p in phases))
+    return [a for a in API_GROUPS if a in seen] + sorted(seen - set(API_GROUPS))
+
+
+def _admitted_throttled(phase: Phase, api: str) -> str:
+    return f"{phase['calls'].get(api, 0):,} / {phase['throttled'].get(api, 0):,}"
+
+
+def _drain(phase: Phase, naive: bool = False) -> tuple[str, str]:
+    """(time until every device isolated, its ratio to the bound) as shown."""
+    if phase["drain_s"] is not None:
+        return _f(phase["drain_s"], 1), _f(phase["drain_ratio"])
+    shown = f"{phase['devices_isolated']}/{phase['storm_devices']}"
+    if naive or phase["cutoff_s"] is None:
+        return f"never ({shown})", "never"
+    return f"> {phase['cutoff_s']:.0f} ({shown} by then)", f"> {phase['cutoff_s'] / phase['bound_s']:.2f}"
+
+
+def _throttled_total(phase: Phase) -> str:
+    window = sum(phase["window_throttled"].values())
+    total = sum(phase["throttled"].values())
+    return f"{window:,}" + (f" (+{total - window:,} tail)" if total != window else "")
+
+
+def _outcomes(phase: Phase, kind: str | None = None) -> str:
+    counts = phase["outcomes_alert"] if kind == "alert" and "outcomes_alert" in phase else phase["outcomes"]
+    return " ".join(f"{k}:{n:,}" for k, n in sorted(counts.items())) or "-"
