@@ -120,6 +120,17 @@ class TableStore:
         self._sleep(random.uniform(0.002, 0.02) * min(attempt + 1, 5))  # noqa: S311 - jitter, not crypto
 
 
+def storage_error_code(error: BaseException | None) -> str | None:
+    """The storage service's error code (``TableNotFound``, ``PropertyValueTooLarge``, ...) of an
+    Azure SDK error, from the decoded error or the ``x-ms-error-code`` header."""
+    code = getattr(error, "error_code", None)
+    response = getattr(error, "response", None)
+    if not code and response is not None:
+        code = response.headers.get("x-ms-error-code")
+    code = getattr(code, "value", code)  # the SDK's TableErrorCode enum
+    return str(code) if code else None
+
+
 def utc(value: datetime) -> datetime:
     """Naive datetimes are taken as UTC: every clock in this service is UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
