@@ -21,7 +21,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from devstack.azurite import Azurite
-from shared.adapters.ledger.audit import TableAudit
+from shared.adapters.ledger.audit import DETAILS_MAX, TableAudit
 from shared.adapters.ledger.breaker import TableBreaker
 from shared.adapters.ledger.breaker import breaker_entity as stored_breaker
 from shared.adapters.ledger.claims import TableClaims
@@ -453,6 +453,15 @@ def test_audit_entries_are_one_partition_per_utc_day_in_time_order(
     assert (second["actionId"], json.loads(second["details"])) == ("action-2", {"x": 1})
     next_day = list(table.query_entities("PartitionKey eq 'audit:20261124'"))
     assert [e["requestId"] for e in next_day] == ["req-3"]
+
+
+def test_an_audit_row_stays_bounded_whatever_the_message_carried(ledger: Ledger, table: TableClient) -> None:
+    details = {"lastStatus": "Pending", "injected": "x" * 30_000, "rule": "protected.tags: NoAutoIsolate"}
+    ledger.audit.record(AuditEntry("req-big", "Isolate", "TrackingExpired", T0, PC, "action-1", details))
+    (row,) = table.query_entities("PartitionKey eq 'audit:20261123' and requestId eq 'req-big'")
+    stored = json.loads(row["details"])
+    assert len(row["details"]) <= DETAILS_MAX and stored["_truncated"] == ["injected"]
+    assert (stored["lastStatus"], stored["rule"]) == ("Pending", "protected.tags: NoAutoIsolate")
 
 
 def test_ids_with_characters_forbidden_in_keys_are_stored(ledger: Ledger) -> None:

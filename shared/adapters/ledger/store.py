@@ -158,7 +158,3 @@ def machine_partition(machine_id: str) -> str:
     key = machine_id.lower()
     return f"machine:{key if _SAFE_KEY.fullmatch(key) else 'h-' + digest(machine_id, 40)}"
 
-
-def bounded_text(text: str) -> str:
-    """``text`` cut to what a Table string property holds."""
-    return text if len(text) <= TEXT_MAX else text[: TEXT_MAX - 1] + "…"
