@@ -157,4 +157,3 @@ def machine_partition(machine_id: str) -> str:
     """A machine's partition: its 40-hex id (readable for the SOC); anything else is hashed."""
     key = machine_id.lower()
     return f"machine:{key if _SAFE_KEY.fullmatch(key) else 'h-' + digest(machine_id, 40)}"
-
