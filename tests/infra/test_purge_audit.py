@@ -33,17 +33,15 @@ OTHERS = [
 
 @pytest.fixture(scope="module")
 def azurite() -> Iterator[Azurite]:
-    emulator = Azurite()
-    emulator.start()
-    yield emulator
-    emulator.close()
+    with Azurite() as emulator:
+        yield emulator
 
 
 @pytest.fixture
 def table(azurite: Azurite) -> TableClient:
-    name = "ledger" + uuid.uuid4().hex[:12]
-    TableServiceClient.from_connection_string(azurite.connection_string).create_table(name)
-    client = TableClient.from_connection_string(azurite.connection_string, name)
+    """A ledger table holding one row of every other kind."""
+    service = TableServiceClient.from_connection_string(azurite.connection_string)
+    client = service.create_table(f"purge{uuid.uuid4().hex[:12]}")
     for partition, row in OTHERS:
         client.create_entity({"PartitionKey": partition, "RowKey": row})
     return client
