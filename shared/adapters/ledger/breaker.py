@@ -6,7 +6,7 @@ isolation reads it, applies the pure transition (shared/domain/breaker.py) and w
 changed it meanwhile (ETag); a loser decides again.
 
 ``isolations`` is compact text, one ``<epoch ms>:<request hash>`` per isolation, separated by
-spaces, so the largest window the policy allows fits one Table string property with room to spare.
+spaces, so the most isolations the policy allows fit one Table string property with room to spare.
 A JSON list (``[]`` from an operator's reset, or ``[[epoch s, hash, machine id], ...]`` as earlier
 versions wrote it) is read too, and replaced by the compact text on the next write.
 
