@@ -344,7 +344,7 @@ class FakeBreaker:
 
     def take_slot(self, request_id: str, machine_id: str, now: datetime) -> BreakerResult:
         self.taken.append(request_id)
-        self.state, result = take_breaker_slot(self.state, request_id, machine_id, now, self.policy)
+        self.state, result = take_breaker_slot(self.state, request_id, now, self.policy)
         return result
 
 

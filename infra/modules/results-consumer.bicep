@@ -1,9 +1,10 @@
 // Optional example: a results consumer (Consumption Logic App) that reads machine-action-results
 // and comments on the Microsoft Sentinel incident each result belongs to.
 //   every minute   get up to 32 result messages (invisible for 5 minutes while it works on them)
-//   per message    if source.system is "sentinel" and source.id is an incident's ARM id: PUT a
-//                  comment on that incident, named by the result's resultId, so a redelivered
-//                  message rewrites the same comment instead of adding a second one
+//   per message    if source.system is "sentinel" and source.id is exactly a Sentinel incident's
+//                  ARM id (checked below, before it becomes a URL): PUT a comment on that
+//                  incident, named by the result's resultId, so a redelivered message rewrites
+//                  the same comment instead of adding a second one
 //                  then delete the message; after 5 failed deliveries delete it anyway (the
 //                  failure stays visible in the run history)
 // It deletes every message it reads, so it must be the only reader of the queue: add a case for
@@ -44,6 +45,15 @@ var roles = {
 
 // Sentinel incident comments API (stable).
 var securityInsightsApiVersion = '2024-03-01'
+
+// source.id becomes the path of an ARM call made with this app's token, so it must be exactly
+// /subscriptions/<guid>/resourceGroups/<name>/providers/Microsoft.OperationalInsights/workspaces/
+// <name>/providers/Microsoft.SecurityInsights/Incidents/<name> (case-insensitive): only these
+// characters (lower-cased), no '..', and the resultId naming the comment a GUID too. Logic Apps
+// has no regular expressions: each character is checked with a Filter array over its positions.
+var armIdCharacters = 'abcdefghijklmnopqrstuvwxyz0123456789-_.()/'
+var hexCharacters = '0123456789abcdef-'
+var guidPad = 'zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz' // 36 non-hex characters: a short GUID cannot pass
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -146,38 +156,179 @@ resource consumer 'Microsoft.Logic/workflows@2019-05-01' = {
                 Sentinel: {
                   case: 'sentinel'
                   actions: {
-                    Is_incident: {
-                      type: 'If'
+                    Incident_id: {
+                      type: 'Compose'
                       runAfter: {}
+                      inputs: '@{coalesce(outputs(\'Result\')?[\'source\']?[\'id\'], \'\')}'
+                    }
+                    Has_incident_path: {
+                      type: 'If'
+                      runAfter: {
+                        Incident_id: [
+                          'Succeeded'
+                        ]
+                      }
                       expression: {
                         and: [
                           {
-                            contains: [
-                              '@toLower(coalesce(outputs(\'Result\')?[\'source\']?[\'id\'], \'\'))'
-                              '/providers/microsoft.securityinsights/incidents/'
+                            startsWith: [
+                              '@toLower(outputs(\'Incident_id\'))'
+                              '/subscriptions/'
+                            ]
+                          }
+                          {
+                            equals: [
+                              '@length(split(outputs(\'Incident_id\'), \'/\'))'
+                              13
                             ]
                           }
                         ]
                       }
                       actions: {
-                        Comment_on_incident: {
-                          type: 'Http'
+                        Id_segments: {
+                          type: 'Compose'
+                          runAfter: {}
+                          inputs: '@split(toLower(outputs(\'Incident_id\')), \'/\')'
+                        }
+                        Guids: {
+                          type: 'Compose'
+                          runAfter: {
+                            Id_segments: [
+                              'Succeeded'
+                            ]
+                          }
+                          // The subscription id and the resultId, each cut or padded to 36 characters.
+                          inputs: '@concat(substring(concat(outputs(\'Id_segments\')[2], \'${guidPad}\'), 0, 36), substring(concat(toLower(string(coalesce(outputs(\'Result\')?[\'resultId\'], \'\'))), \'${guidPad}\'), 0, 36))'
+                        }
+                        Characters_outside_arm_ids: {
+                          type: 'Query'
                           runAfter: {}
                           inputs: {
-                            method: 'PUT'
-                            uri: '@{parameters(\'armEndpoint\')}@{substring(outputs(\'Result\')?[\'source\']?[\'id\'], 1)}/comments/@{outputs(\'Result\')?[\'resultId\']}?api-version=${securityInsightsApiVersion}'
-                            headers: {
-                              'Content-Type': 'application/json'
-                            }
-                            body: {
-                              properties: {
-                                message: 'MDE containment: @{outputs(\'Result\')?[\'action\']} @{outputs(\'Result\')?[\'outcome\']} on @{coalesce(outputs(\'Result\')?[\'machine\']?[\'computerDnsName\'], outputs(\'Result\')?[\'machine\']?[\'id\'], \'an unresolved device\')}. MDE action @{coalesce(outputs(\'Result\')?[\'machineAction\']?[\'id\'], \'none\')} (@{coalesce(outputs(\'Result\')?[\'machineAction\']?[\'status\'], \'no status\')}). @{coalesce(outputs(\'Result\')?[\'error\']?[\'code\'], \'\')} @{coalesce(outputs(\'Result\')?[\'error\']?[\'message\'], \'\')} Request @{outputs(\'Result\')?[\'requestId\']}, result @{outputs(\'Result\')?[\'sequence\']}.'
+                            from: '@range(0, length(outputs(\'Incident_id\')))'
+                            where: '@not(contains(\'${armIdCharacters}\', substring(toLower(outputs(\'Incident_id\')), item(), 1)))'
+                          }
+                        }
+                        Characters_outside_guids: {
+                          type: 'Query'
+                          runAfter: {
+                            Guids: [
+                              'Succeeded'
+                            ]
+                          }
+                          // A hex digit everywhere but positions 8, 13, 18 and 23, which hold '-'.
+                          inputs: {
+                            from: '@range(0, 72)'
+                            where: '@or(not(contains(\'${hexCharacters}\', substring(outputs(\'Guids\'), item(), 1))), not(equals(contains(createArray(8, 13, 18, 23), mod(item(), 36)), equals(substring(outputs(\'Guids\'), item(), 1), \'-\'))))'
+                          }
+                        }
+                        Is_incident: {
+                          type: 'If'
+                          runAfter: {
+                            Characters_outside_arm_ids: [
+                              'Succeeded'
+                            ]
+                            Characters_outside_guids: [
+                              'Succeeded'
+                            ]
+                          }
+                          expression: {
+                            and: [
+                              {
+                                equals: [
+                                  '@length(body(\'Characters_outside_arm_ids\'))'
+                                  0
+                                ]
+                              }
+                              {
+                                equals: [
+                                  '@length(body(\'Characters_outside_guids\'))'
+                                  0
+                                ]
+                              }
+                              {
+                                not: {
+                                  contains: [
+                                    '@outputs(\'Incident_id\')'
+                                    '..'
+                                  ]
+                                }
+                              }
+                              {
+                                equals: [
+                                  '@length(outputs(\'Id_segments\')[2])'
+                                  36
+                                ]
+                              }
+                              {
+                                equals: [
+                                  '@length(string(coalesce(outputs(\'Result\')?[\'resultId\'], \'\')))'
+                                  36
+                                ]
+                              }
+                              {
+                                equals: [
+                                  '@join(createArray(outputs(\'Id_segments\')[3], outputs(\'Id_segments\')[5], outputs(\'Id_segments\')[6], outputs(\'Id_segments\')[7], outputs(\'Id_segments\')[9], outputs(\'Id_segments\')[10], outputs(\'Id_segments\')[11]), \'/\')'
+                                  'resourcegroups/providers/microsoft.operationalinsights/workspaces/providers/microsoft.securityinsights/incidents'
+                                ]
+                              }
+                              {
+                                not: {
+                                  contains: [
+                                    '@createArray(outputs(\'Id_segments\')[4], outputs(\'Id_segments\')[8], outputs(\'Id_segments\')[12])'
+                                    ''
+                                  ]
+                                }
+                              }
+                              {
+                                not: {
+                                  endsWith: [
+                                    '@outputs(\'Id_segments\')[4]'
+                                    '.'
+                                  ]
+                                }
+                              }
+                              {
+                                not: {
+                                  endsWith: [
+                                    '@outputs(\'Id_segments\')[8]'
+                                    '.'
+                                  ]
+                                }
+                              }
+                              {
+                                not: {
+                                  endsWith: [
+                                    '@outputs(\'Id_segments\')[12]'
+                                    '.'
+                                  ]
+                                }
+                              }
+                            ]
+                          }
+                          actions: {
+                            Comment_on_incident: {
+                              type: 'Http'
+                              runAfter: {}
+                              inputs: {
+                                method: 'PUT'
+                                uri: '@{parameters(\'armEndpoint\')}@{substring(outputs(\'Incident_id\'), 1)}/comments/@{outputs(\'Result\')?[\'resultId\']}?api-version=${securityInsightsApiVersion}'
+                                headers: {
+                                  'Content-Type': 'application/json'
+                                }
+                                body: {
+                                  properties: {
+                                    message: 'MDE containment: @{outputs(\'Result\')?[\'action\']} @{outputs(\'Result\')?[\'outcome\']} on @{coalesce(outputs(\'Result\')?[\'machine\']?[\'computerDnsName\'], outputs(\'Result\')?[\'machine\']?[\'id\'], \'an unresolved device\')}. MDE action @{coalesce(outputs(\'Result\')?[\'machineAction\']?[\'id\'], \'none\')} (@{coalesce(outputs(\'Result\')?[\'machineAction\']?[\'status\'], \'no status\')}). @{coalesce(outputs(\'Result\')?[\'error\']?[\'code\'], \'\')} @{coalesce(outputs(\'Result\')?[\'error\']?[\'message\'], \'\')} Request @{outputs(\'Result\')?[\'requestId\']}, result @{outputs(\'Result\')?[\'sequence\']}.'
+                                  }
+                                }
+                                authentication: {
+                                  type: 'ManagedServiceIdentity'
+                                  audience: '@parameters(\'armEndpoint\')'
+                                }
                               }
                             }
-                            authentication: {
-                              type: 'ManagedServiceIdentity'
-                              audience: '@parameters(\'armEndpoint\')'
-                            }
+                          }
+                          else: {
+                            actions: {}
                           }
                         }
                       }

@@ -8,7 +8,6 @@ build paths.
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import logging
 import random
@@ -26,6 +25,8 @@ from ..domain.model import (
     IsolationType,
     MachineAction,
     validate_action_id,
+    validate_device_name,
+    validate_ip_address,
     validate_machine_id,
 )
 from ..errors import (
@@ -243,18 +244,18 @@ class MdeClient:
 
     def find_machines_by_dns_name(self, dns_name: str) -> list[Machine]:
         """``GET /api/machines?$filter=computerDnsName eq '...'`` (exact, OData-escaped)."""
-        odata_filter = f"computerDnsName eq {odata_string(dns_name)}"
+        odata_filter = f"computerDnsName eq {odata_string(validate_device_name(dns_name))}"
         return _values(self._call("machines", "GET", f"/api/machines?$filter={quote(odata_filter, safe='')}"))
 
     def find_machines_by_dns_prefix(self, prefix: str) -> list[Machine]:
         """``GET /api/machines?$filter=startswith(computerDnsName,'...')``: for a bare host name,
         whose records carry the FQDN. Callers keep exact first-label matches only."""
-        odata_filter = f"startswith(computerDnsName,{odata_string(prefix)})"
+        odata_filter = f"startswith(computerDnsName,{odata_string(validate_device_name(prefix))})"
         return _values(self._call("machines", "GET", f"/api/machines?$filter={quote(odata_filter, safe='')}"))
 
     def find_machines_by_ip(self, ip_address: str, timestamp: datetime) -> list[Machine]:
         """``GET /api/machines/findbyip(ip='..',timestamp=..)``: devices seen with that IP +-15 min."""
-        ip = str(ipaddress.ip_address(ip_address))
+        ip = validate_ip_address(ip_address)
         when = timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         path = f"/api/machines/findbyip(ip='{ip}',timestamp={when})"
         return _values(self._call("findbyip", "GET", path))

@@ -16,7 +16,6 @@ class BreakerSlot:
 
     at: datetime
     request_key: str  # a hash of the request id: a redelivery is not counted twice
-    machine_id: str
 
 
 @dataclass(frozen=True)
@@ -35,16 +34,25 @@ class BreakerResult:
     """The breaker's answer to one isolation.
 
     ``taken``: the isolation may be sent. Otherwise it is held: ``opened_at`` says since when the
-    breaker is open. ``count``: isolations in the window (including this one when taken).
-    ``repeat``: this request already held a slot (a redelivery), nothing new was counted.
+    breaker is open. ``count``: isolations in the window (including this one when taken; ``None``
+    when the state could not be read). ``repeat``: this request already held a slot (a
+    redelivery), nothing new was counted. ``reason``: why an isolation is held although the breaker
+    did not open (its state could not be read or written: that counts as open).
     """
 
     taken: bool
-    count: int
+    count: int | None
     limit: int
     window: timedelta
     opened_at: datetime | None = None
     repeat: bool = False
+    reason: str | None = None
+
+    @classmethod
+    def unavailable(cls, breaker: BreakerPolicy, reason: str) -> BreakerResult:
+        """Held because the breaker's state could not be read or written: an isolation the breaker
+        cannot count is not sent."""
+        return cls(False, None, breaker.max_isolations, breaker.window, reason=reason)
 
     @property
     def held(self) -> bool:
@@ -52,18 +60,19 @@ class BreakerResult:
 
     def to_details(self) -> dict[str, Any]:
         """The breaker's facts for a ``HeldForApproval`` result / audit entry."""
-        return {
-            "breaker": {
-                "count": self.count,
-                "maxIsolations": self.limit,
-                "windowMinutes": self.window.total_seconds() / 60,
-                "openedAt": self.opened_at.isoformat() if self.opened_at else None,
-            }
+        facts: dict[str, Any] = {
+            "count": self.count,
+            "maxIsolations": self.limit,
+            "windowMinutes": self.window.total_seconds() / 60,
+            "openedAt": self.opened_at.isoformat() if self.opened_at else None,
         }
+        if self.reason is not None:
+            facts["reason"] = self.reason
+        return {"breaker": facts}
 
 
 def take_breaker_slot(
-    state: BreakerState, request_key: str, machine_id: str, now: datetime, breaker: BreakerPolicy
+    state: BreakerState, request_key: str, now: datetime, breaker: BreakerPolicy
 ) -> tuple[BreakerState, BreakerResult]:
     """The breaker's transition for one isolation: ``(new state, result)``.
 
@@ -83,6 +92,6 @@ def take_breaker_slot(
     if len(slots) >= limit:
         opened = replace(state, slots=slots, open=True, opened_at=now)
         return opened, BreakerResult(False, len(slots), limit, window, now)
-    slot = BreakerSlot(now, request_key, machine_id)
+    slot = BreakerSlot(now, request_key)
     taken = replace(state, slots=(*slots, slot), open=False, opened_at=None)
     return taken, BreakerResult(True, len(slots) + 1, limit, window)

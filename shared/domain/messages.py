@@ -1,12 +1,15 @@
 """Queue message bodies -> validated requests, and requests -> canonical queue messages (pure: no
-I/O but reading our own schemas, which are validated with full-match checks in code after them)."""
+I/O but reading our own schemas).
+
+JSON Schema's ``pattern`` is a search, and its ``$`` also matches before a final newline, so a schema
+alone lets ``"ws-eng-0007\n"`` through: after the schema, every identifier is matched in full in code
+and no text may carry a control character."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import functools
-import ipaddress
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +19,16 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 from ..errors import InvalidRequest
-from .model import ContainmentRequest, DeviceRef, Source, validate_machine_id
+from .model import (
+    CONTROL_CHARACTER,
+    ContainmentRequest,
+    DeviceRef,
+    Source,
+    validate_device_name,
+    validate_ip_address,
+    validate_machine_id,
+    validate_request_id,
+)
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 MAX_MESSAGE_BYTES = 64 * 1024  # a storage queue message is at most 64 KiB
@@ -69,19 +81,30 @@ def _validate(schema: str, document: dict[str, Any]) -> None:
     errors = schema_errors(schema, document)
     if errors:
         raise InvalidRequest("SchemaViolation", "; ".join(errors[:5]))
+    for path, text in _texts(document):
+        if CONTROL_CHARACTER.search(text):
+            raise InvalidRequest("SchemaViolation", f"{path}: control characters are not allowed")
+
+
+def _texts(value: Any, path: str = "") -> list[tuple[str, str]]:
+    """Every string in a document, with its path (``source/id``)."""
+    if isinstance(value, str):
+        return [(path or "(root)", value)]
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in _texts(item, f"{path}/{key}".lstrip("/"))]
+    if isinstance(value, list):
+        return [found for i, item in enumerate(value) for found in _texts(item, f"{path}/{i}")]
+    return []
 
 
 def _device(document: dict[str, Any]) -> DeviceRef:
     if "machineId" in document:
         return DeviceRef(machine_id=validate_machine_id(document["machineId"]))
     if "deviceName" in document:
-        return DeviceRef(device_name=document["deviceName"])
+        return DeviceRef(device_name=validate_device_name(document["deviceName"]))
     if "ipAddress" not in document:
         return DeviceRef()  # a release may leave the device to its ticket
-    try:
-        ip = str(ipaddress.ip_address(document["ipAddress"]))
-    except ValueError:
-        raise InvalidRequest("InvalidIpAddress", "ipAddress is not an IP address") from None
+    ip = validate_ip_address(document["ipAddress"])
     try:
         when = datetime.fromisoformat(document["timestamp"])
     except ValueError:
@@ -99,10 +122,9 @@ def _source(document: dict[str, Any], default_id: str | None) -> Source:
 def parse_isolation(document: dict[str, Any], fallback_request_id: str) -> ContainmentRequest:
     """A canonical isolation request (``isolation-request.schema.json``)."""
     _validate("isolation-request.schema.json", document)
-    request_id = document.get("requestId", fallback_request_id)
     return ContainmentRequest(
         action="Isolate",
-        request_id=request_id,
+        request_id=validate_request_id(document.get("requestId", fallback_request_id)),
         source=_source(document, None),
         device=_device(document),
         comment=document.get("comment"),
@@ -118,7 +140,7 @@ def parse_release(document: dict[str, Any], fallback_request_id: str) -> Contain
     _validate("release-request.schema.json", document)
     return ContainmentRequest(
         action="Unisolate",
-        request_id=document.get("requestId", fallback_request_id),
+        request_id=validate_request_id(document.get("requestId", fallback_request_id)),
         source=_source(document, document["ticketId"]),
         device=_device(document),
         comment=document.get("comment"),

@@ -6,6 +6,7 @@ and the outcome each maps to. See docs/mde-api.md for the MDE side of these fact
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ MACHINE_ID = re.compile(r"[0-9a-f]{40}")  # MDE machine ids, lower-cased
 GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")  # action and client ids
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")  # requestId in the schemas
 DEVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # deviceName in the schemas
+DEVICE_NAME_MAX = 255
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")  # what the schemas' text patterns refuse
 
 Action = Literal["Isolate", "Unisolate"]
 OPPOSITE: dict[Action, Action] = {"Isolate": "Unisolate", "Unisolate": "Isolate"}
@@ -41,6 +44,34 @@ def validate_machine_id(value: object) -> str:
     if isinstance(value, str) and MACHINE_ID.fullmatch(value.lower()):
         return value.lower()
     raise InvalidRequest("InvalidMachineId", "machineId must be 40 hexadecimal characters")
+
+
+def validate_request_id(value: object) -> str:
+    """A request id as the schemas define it, matched in full: it goes into MDE comments (the
+    marker a redelivery finds its own action by), ledger rows and results."""
+    if isinstance(value, str) and REQUEST_ID.fullmatch(value):
+        return value
+    raise InvalidRequest("InvalidRequestId", "requestId must be 1-128 of A-Z a-z 0-9 . _ : @ / + = -")
+
+
+def validate_device_name(value: object) -> str:
+    """A DNS name (FQDN or host name) as the schemas define it, matched in full: it goes into an
+    OData filter."""
+    if isinstance(value, str) and len(value) <= DEVICE_NAME_MAX and DEVICE_NAME.fullmatch(value):
+        return value
+    raise InvalidRequest("InvalidDeviceName", "deviceName must be a DNS name (letters, digits, _ . -)")
+
+
+def validate_ip_address(value: object) -> str:
+    """An IPv4 or IPv6 address, in its canonical text. An IPv6 zone (``fe80::1%eth0``) names an
+    interface of some host, not a device, and would put a ``%`` into the URL: refused."""
+    try:
+        address = ipaddress.ip_address(value if isinstance(value, str) else "")
+    except ValueError:
+        raise InvalidRequest("InvalidIpAddress", "ipAddress is not an IP address") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        raise InvalidRequest("InvalidIpAddress", "ipAddress must not carry an IPv6 zone (%...)")
+    return str(address)
 
 
 def validate_action_id(value: object) -> str:

@@ -4,8 +4,10 @@ Enough of the Workflow Definition Language for the playbooks here, following Mic
 (https://learn.microsoft.com/azure/logic-apps/workflow-definition-language-functions-reference):
 a JSON string that starts with ``@`` is one expression whose value keeps its type, ``@{...}``
 inside a string is interpolated as text, ``@@`` is a literal ``@``; ``?['name']`` is a null-safe
-property access. Actions: Compose, Query (Filter array), Select and Http (recorded, not sent), run
-in ``runAfter`` order. Anything else fails loudly rather than being guessed at.
+property access. Actions: Compose, Query (Filter array), Select, Http (recorded, not sent) and If
+(its condition in the designer's object form, every operand evaluated: no short cut hides an
+error Logic Apps would raise), run in ``runAfter`` order. Anything else fails loudly rather than
+being guessed at.
 """
 
 from __future__ import annotations
@@ -125,7 +127,19 @@ class Run:
             "string": wdl_string,
             "replace": lambda text, old, new: wdl_string(text).replace(old, new),
             "empty": lambda value: value is None or len(value) == 0,
-            "not": lambda value: not value,
+            "not": lambda value: not _boolean(value),
+            "and": lambda *values: all([_boolean(v) for v in values]),
+            "or": lambda *values: any([_boolean(v) for v in values]),
+            "concat": lambda *texts: "".join(_text(t) for t in texts),
+            "length": _length,
+            "split": lambda text, delimiter: _text(text).split(_text(delimiter)),
+            "join": lambda items, delimiter: _text(delimiter).join(wdl_string(i) for i in _array(items)),
+            "substring": _substring,
+            "range": lambda start, count: list(range(_integer(start), _integer(start) + _count(count))),
+            "mod": lambda a, b: _integer(a) % _integer(b),
+            "contains": _contains,
+            "startsWith": lambda text, prefix: _text(text).lower().startswith(_text(prefix).lower()),
+            "endsWith": lambda text, suffix: _text(text).lower().endswith(_text(suffix).lower()),
         }
         if name not in functions:
             raise ValueError(f"the replay does not know the function {name}()")
@@ -196,7 +210,36 @@ class Run:
             request = self.value(inputs)
             self.http_requests.append(request)
             return request
+        if kind == "If":
+            holds = self.condition(action["expression"])
+            branch = action.get("actions") if holds else (action.get("else") or {}).get("actions")
+            self.run_actions(branch or {})
+            return {"expression": holds}
         raise ValueError(f"the replay does not run {kind} actions")
+
+    def condition(self, expression: Any) -> bool:
+        """An If condition: an expression string, or the designer's object form
+        (``{"and": [{"equals": [a, b]}, {"not": {...}}]}``)."""
+        if isinstance(expression, str):
+            return _boolean(self.value(expression))
+        ((operator, operands),) = expression.items()
+        if operator in ("and", "or"):
+            values = [self.condition(operand) for operand in operands]
+            return all(values) if operator == "and" else any(values)
+        if operator == "not":
+            return not self.condition(operands)
+        comparisons: dict[str, Callable[[Any, Any], bool]] = {
+            "equals": lambda a, b: bool(a == b),
+            "contains": _contains,
+            "startsWith": lambda a, b: _text(a).lower().startswith(_text(b).lower()),
+            "endsWith": lambda a, b: _text(a).lower().endswith(_text(b).lower()),
+            "greater": lambda a, b: bool(a > b),
+            "less": lambda a, b: bool(a < b),
+        }
+        if operator not in comparisons:
+            raise ValueError(f"the replay does not know the condition {operator}")
+        left, right = (self.value(operand) for operand in operands)
+        return comparisons[operator](left, right)
 
     def _with_item(self, element: Any, template: Any) -> Any:
         self.item_stack.append(element)
@@ -220,3 +263,61 @@ def _member(value: Any, key: Any, *, null_safe: bool) -> Any:
     if isinstance(value, list) and isinstance(key, int):
         return value[key]
     raise ValueError(f"cannot take {key!r} of {type(value).__name__}")
+
+
+# --- functions on values: as strict as Logic Apps, which fails the action on a wrong type ----------
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected a boolean, got {value!r}")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _array(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValueError(f"expected an array, got {value!r}")
+    return value
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _count(value: Any) -> int:
+    count = _integer(value)
+    if count < 0:
+        raise ValueError(f"range() count must not be negative, got {count}")
+    return count
+
+
+def _length(value: Any) -> int:
+    if not isinstance(value, str | list):
+        raise ValueError(f"length() of {value!r}")
+    return len(value)
+
+
+def _substring(text: Any, start: Any, length: Any = None) -> str:
+    """``substring(text, startIndex[, length])``: an index past the end fails the action."""
+    value, begin = _text(text), _integer(start)
+    count = len(value) - begin if length is None else _integer(length)
+    if begin < 0 or count < 0 or begin + count > len(value):
+        raise ValueError(f"substring({value!r}, {begin}, {count}) is out of range")
+    return value[begin : begin + count]
+
+
+def _contains(collection: Any, value: Any) -> bool:
+    """A substring of a string, an item of an array, a key of an object."""
+    if isinstance(collection, str):
+        return _text(value) in collection
+    if isinstance(collection, list | dict):
+        return value in collection
+    raise ValueError(f"contains() on {collection!r}")

@@ -226,9 +226,96 @@ def test_the_results_consumer_comments_once_per_result_and_then_deletes_it() -> 
     text = unescape((MODULES / "results-consumer.bicep").read_text(encoding="utf-8"))
     # The comment is named by the result's resultId: a redelivered result rewrites the same comment.
     assert "/comments/@{outputs('Result')?['resultId']}?api-version=" in text
-    assert "'/providers/microsoft.securityinsights/incidents/'" in text
     assert "method: 'DELETE'" in text and "popreceipt=@{encodeUriComponent(" in text
     assert "audience: '@parameters('armEndpoint')'" in text and "environment().resourceManager" in text
+
+
+INCIDENT = (
+    "/subscriptions/b6a1e0d4-3c2f-4e8a-9d71-5f0c2a9e8b13/resourceGroups/rg-sentinel/providers/"
+    "Microsoft.OperationalInsights/workspaces/law-sentinel-prod/providers/Microsoft.SecurityInsights/"
+    "Incidents/f3c9a0de-1b7e-4c55-9a3e-2d8f6b4c7e10"
+)
+RESULT_ID = "5d0c1f9e-7a3b-4e2d-8c6f-0b1a2c3d4e5f"
+ARM = "https://management.azure.com/"
+
+
+def comments_made(source_id: Any, result_id: Any = RESULT_ID) -> list[dict[str, Any]]:
+    """The ARM calls the consumer's Sentinel branch makes for one result message."""
+    tpl = template(CONSUMER[0])
+    definition = body(tpl.resources["consumer"])["properties"]["definition"]
+    each = resolved_unescaped(tpl.resolve(definition["actions"]))["For_each_result"]["actions"]
+    sentinel = each["By_source"]["cases"]["Sentinel"]["actions"]
+    result = {
+        "resultId": result_id,
+        "action": "Isolate",
+        "outcome": "Succeeded",
+        "sequence": 2,
+        "requestId": "req-1",
+        "source": {"system": "sentinel", "id": source_id},
+        "machine": {"id": MACHINE_ID, "computerDnsName": HOST_FQDN},
+        "machineAction": {"id": "7f1a2b3c-0000-4000-8000-000000000001", "status": "Succeeded"},
+        "error": None,
+    }
+    run = Run(trigger_body=None, parameters={"armEndpoint": ARM}, outputs={"Result": result})
+    run.run_actions(sentinel)
+    return run.http_requests
+
+
+@pytest.mark.parametrize(
+    "source_id", [INCIDENT, INCIDENT.lower(), INCIDENT.upper().replace("/SUBSCRIPTIONS", "/subscriptions")]
+)
+def test_the_consumer_comments_on_a_sentinel_incident_named_by_its_arm_id(source_id: str) -> None:
+    (call,) = comments_made(source_id)
+    assert call["method"] == "PUT"
+    assert call["uri"] == f"{ARM}{source_id[1:]}/comments/{RESULT_ID}?api-version=2024-03-01"
+    assert "Isolate Succeeded on ws-0142.corp.contoso.com" in call["body"]["properties"]["message"]
+
+
+HOSTILE_SOURCE_IDS = {
+    "query": INCIDENT + "?api-version=2015-01-01",
+    "fragment": INCIDENT + "#x",
+    "query in the name": INCIDENT.replace("/Incidents/", "/Incidents/x?y="),
+    "parent directory": INCIDENT.replace("rg-sentinel", ".."),
+    "climbing out": INCIDENT + "/../../../../../providers/Microsoft.Authorization/roleAssignments/x",
+    "dot segment": INCIDENT.replace("law-sentinel-prod", "."),
+    "two dots in a name": INCIDENT.replace("rg-sentinel", "rg..sentinel"),
+    "encoded": INCIDENT.replace("rg-sentinel", "%2e%2e"),
+    "space": INCIDENT.replace("rg-sentinel", "rg sentinel"),
+    "newline": INCIDENT + "\n",
+    "tab": INCIDENT.replace("rg-sentinel", "rg\tsentinel"),
+    "unicode": INCIDENT.replace("rg-sentinel", "rg-sentinél"),
+    "backslash": INCIDENT.replace("/resourceGroups/", "\\resourceGroups/"),
+    "another resource type": INCIDENT.replace("/Incidents/", "/watchlists/"),
+    "another provider": INCIDENT.replace("Microsoft.SecurityInsights", "Microsoft.Compute"),
+    "a virtual machine": "/subscriptions/b6a1e0d4-3c2f-4e8a-9d71-5f0c2a9e8b13/resourceGroups/rg/providers/"
+    "Microsoft.Compute/virtualMachines/vm1/providers/Microsoft.SecurityInsights/Incidents/x",
+    "a sub-resource": INCIDENT + "/comments/x",
+    "trailing slash": INCIDENT + "/",
+    "empty name": INCIDENT.replace("rg-sentinel", ""),
+    "name ending in a dot": INCIDENT.replace("law-sentinel-prod", "law."),
+    "subscription not a guid": INCIDENT.replace("b6a1e0d4-3c2f-4e8a-9d71-5f0c2a9e8b13", "my-subscription"),
+    "subscription guid cut": INCIDENT.replace("b6a1e0d4-3c2f-4e8a-9d71-5f0c2a9e8b13", "b6a1e0d4-3c2f-4e8a"),
+    "subscription dashes moved": INCIDENT.replace(
+        "b6a1e0d4-3c2f-4e8a-9d71-5f0c2a9e8b13", "b6a1e0d-43c2f-4e8a-9d71-5f0c2a9e8b13"
+    ),
+    "relative": INCIDENT[1:],
+    "absolute URL": "https://evil.example" + INCIDENT,
+    "empty": "",
+    "absent": None,
+    "a number": 4711,
+}
+
+
+@pytest.mark.parametrize("source_id", list(HOSTILE_SOURCE_IDS.values()), ids=list(HOSTILE_SOURCE_IDS))
+def test_the_consumer_refuses_a_source_id_that_is_not_exactly_an_incident(source_id: Any) -> None:
+    assert comments_made(source_id) == []
+
+
+@pytest.mark.parametrize(
+    "result_id", ["..", "x?y=1", "5d0c1f9e-7a3b-4e2d-8c6f-0b1a2c3d4e5", None, RESULT_ID + "/x"]
+)
+def test_the_consumer_names_comments_only_by_a_guid_result_id(result_id: Any) -> None:
+    assert comments_made(INCIDENT, result_id) == []
 
 
 # --- how the producers write ---------------------------------------------------------------------

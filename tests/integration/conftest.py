@@ -106,15 +106,17 @@ def wait_until(condition: Callable[[], object], timeout: float = 30, what: str =
         time.sleep(0.05)
 
 
-def settled(stack: LocalStack, timeout: float = 30) -> list[dict[str, Any]]:
-    """Wait until no trigger queue holds a message (visible, delayed or being processed), so no
-    result can still be written, then return the results that came meanwhile (expected: none).
+def settled(stack: LocalStack, timeout: float = 30, leases: int = 0) -> list[dict[str, Any]]:
+    """Wait until the trigger queues hold nothing but ``leases`` lease messages (one waits, delayed
+    for ``leaseHours``, after each isolation of ours that succeeded), so no result can still be
+    written, then return the results that came meanwhile (expected: none).
 
     A result is written before its message is deleted, so an empty queue means every result of
     the work so far is on the results queue. Not for a test that leaves a tracking message
     delayed on purpose (it would never drain)."""
+    expected = {queue: leases if queue == "isolation-requests" else 0 for queue in TRIGGER_QUEUES}
     wait_until(
-        lambda: all(stack.peek_count(queue) == 0 for queue in TRIGGER_QUEUES),
+        lambda: {queue: stack.peek_count(queue) for queue in TRIGGER_QUEUES} == expected,
         timeout,
         "the trigger queues to drain",
     )

@@ -52,7 +52,7 @@ def test_crash_between_post_and_result_gives_one_action_and_one_stream(
     assert len(sim.actions()) == 1
     assert first["machineAction"]["id"] == sim.actions()[0]["id"]
     assert len(sim.requests("isolate")) == 1  # the redelivery found its own action first
-    assert settled(stack) == []
+    assert settled(stack, leases=1) == []  # one lease, started by the one final result
     assert stack.peek_count("isolation-requests-poison") == 0
 
 
@@ -95,7 +95,7 @@ def test_storage_outage_mid_request_loses_nothing_and_doubles_nothing(host: Host
     thread = threading.Thread(target=outage)
     thread.start()
     thread.join()
-    results = results_for(stack, "outage-1", 2, timeout=60) + settled(stack, timeout=60)
+    results = results_for(stack, "outage-1", 2, timeout=60) + settled(stack, timeout=60, leases=1)
     finals = [r for r in results if r["sequence"] == 2]
     progress = [r for r in results if r["sequence"] == 1]
     # Exactly one final result. The first result may come twice (at-least-once delivery: the

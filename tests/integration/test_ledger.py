@@ -4,6 +4,7 @@ under concurrency (threads and separate processes), windows, operator reset, the
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -21,13 +22,14 @@ from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from devstack.azurite import Azurite
 from shared.adapters.ledger.approvals import TableApprovals
-from shared.adapters.ledger.audit import TableAudit
+from shared.adapters.ledger.audit import DETAILS_MAX, TableAudit
 from shared.adapters.ledger.breaker import TableBreaker
+from shared.adapters.ledger.breaker import breaker_entity as stored_breaker
 from shared.adapters.ledger.claims import TableClaims
 from shared.adapters.ledger.finals import TableFinals
-from shared.adapters.ledger.store import TableStore
-from shared.domain.policy_config import BreakerPolicy
-from shared.errors import TransientError
+from shared.adapters.ledger.store import TableStore, digest
+from shared.domain.breaker import BreakerSlot, BreakerState
+from shared.domain.policy_config import MAX_BREAKER_ISOLATIONS, BreakerPolicy
 from shared.ports import AuditEntry, Claim
 
 pytestmark = pytest.mark.integration
@@ -45,8 +47,8 @@ RACER = """
 import json, sys, threading
 from datetime import UTC, datetime, timedelta
 from azure.data.tables import TableClient
-from shared.adapters.ledger.breaker import TableBreaker
-from shared.adapters.ledger.store import TableStore
+from shared.adapters.ledger.breaker import TableBreaker, breaker_entity as stored_breaker
+from shared.adapters.ledger.store import TableStore, digest
 from shared.domain.policy_config import BreakerPolicy
 
 conn, table, prefix = sys.argv[1:4]
@@ -186,8 +188,8 @@ def test_breaker_holds_exactly_n_across_threads_and_processes(azurite: Azurite, 
     assert (len(local), len(remote)) == (16, 16)  # every racer in both processes ran
     assert sum(local) + sum(remote) == LIMIT
     state = breaker_entity(table)
-    slots = json.loads(state["isolations"])
-    assert len(slots) == LIMIT and len({key for _, key, _ in slots}) == LIMIT
+    slots = state["isolations"].split()
+    assert len(slots) == LIMIT and len({slot.split(":")[1] for slot in slots}) == LIMIT
     assert state["open"] is True
 
 
@@ -251,15 +253,83 @@ def test_operator_reset_from_the_cli_closes_the_breaker_with_a_fresh_budget(
     assert breaker_entity(table)["resetBy"] == "soc-lead@contoso.com"  # who reset it stays on record
 
 
-def test_an_unreadable_breaker_refuses_until_an_operator_resets_it(
-    ledger: Ledger, table: TableClient
-) -> None:
+def test_an_unreadable_breaker_holds_until_an_operator_resets_it(ledger: Ledger, table: TableClient) -> None:
     table.upsert_entity({"PartitionKey": "breaker", "RowKey": "isolations", "isolations": "not json"})
-    with pytest.raises(TransientError) as refused:
-        ledger.breaker.take_slot("r", PC, T0)
-    assert refused.value.code == "LedgerCorrupt"
+    refused = ledger.breaker.take_slot("r", PC, T0)
+    assert refused.held and refused.reason is not None and "LedgerCorrupt" in refused.reason
     reset_from_the_cli(table, "ops")
     assert ledger.breaker.take_slot("r", PC, T0).taken
+
+
+def test_the_largest_allowed_breaker_fits_its_entity_and_opens_over_it(table: TableClient) -> None:
+    breaker = TableBreaker(TableStore(table), BreakerPolicy(MAX_BREAKER_ISOLATIONS, timedelta(days=7)))
+    for i in range(MAX_BREAKER_ISOLATIONS):
+        result = breaker.take_slot(f"sentinel-incident-{i}", PC, T0 + timedelta(seconds=i))
+        assert result.taken and result.count == i + 1, result
+    over = breaker.take_slot("one-too-many", PC, T0 + timedelta(hours=1))
+    assert over.held and over.reason is None
+    assert (over.count, over.opened_at) == (MAX_BREAKER_ISOLATIONS, T0 + timedelta(hours=1))
+    stored = breaker_entity(table)
+    assert stored["open"] is True and stored["count"] == MAX_BREAKER_ISOLATIONS
+    # A Table string property holds 32K UTF-16 characters: the full breaker needs less than half.
+    assert len(stored["isolations"]) < 16 * 1024
+    redelivered = breaker.take_slot("sentinel-incident-7", PC, T0 + timedelta(hours=2))
+    assert redelivered.taken and redelivered.repeat  # it kept its slot
+
+
+def test_racers_for_the_last_slots_of_the_largest_breaker_take_exactly_what_is_left(
+    table: TableClient,
+) -> None:
+    policy = BreakerPolicy(MAX_BREAKER_ISOLATIONS, WINDOW)
+    left = 5
+    filled = [BreakerSlot(T0, f"{i:016x}") for i in range(MAX_BREAKER_ISOLATIONS - left)]
+    table.create_entity(stored_breaker(BreakerState(slots=tuple(filled))))
+    breaker = TableBreaker(TableStore(table), policy)
+    barrier = threading.Barrier(12)
+
+    def race(t: int) -> list[bool]:
+        barrier.wait()
+        return [breaker.take_slot(f"racer-{t}-{i}", PC, T0 + timedelta(minutes=1)).taken for i in range(2)]
+
+    with ThreadPoolExecutor(12) as pool:
+        futures = [pool.submit(race, t) for t in range(12)]
+        taken = [ok for future in futures for ok in future.result(timeout=60)]
+    assert sum(taken) == left
+    stored = breaker_entity(table)
+    assert len(stored["isolations"].split()) == MAX_BREAKER_ISOLATIONS and stored["open"] is True
+
+
+def test_a_breaker_as_earlier_versions_stored_it_is_read_and_rewritten_compactly(table: TableClient) -> None:
+    # The JSON list earlier versions wrote, as long as it could grow before its writes failed.
+    earlier = [
+        [round((T0 + timedelta(seconds=i)).timestamp(), 3), digest(f"old-{i}", 16), PC] for i in range(414)
+    ]
+    entity = {
+        "PartitionKey": "breaker",
+        "RowKey": "isolations",
+        "isolations": json.dumps(earlier, separators=(",", ":")),
+    }
+    table.create_entity({**entity, "count": 414, "open": False})
+    breaker = TableBreaker(TableStore(table), BreakerPolicy(MAX_BREAKER_ISOLATIONS, WINDOW))
+    assert breaker.take_slot("next", PC, T0 + timedelta(minutes=10)).count == 415
+    again = breaker.take_slot("old-3", PC, T0 + timedelta(minutes=11))
+    assert again.taken and again.repeat and again.count == 415  # its slot from before is known
+    stored = breaker_entity(table)
+    assert stored["count"] == 415 and not stored["isolations"].startswith("[")
+    assert stored["isolations"].split()[0] == f"{round(T0.timestamp() * 1000)}:{digest('old-0', 16)}"
+
+
+def test_a_breaker_that_cannot_be_written_counts_as_open(
+    azurite: Azurite, caplog: pytest.LogCaptureFixture
+) -> None:
+    missing = TableClient.from_connection_string(azurite.connection_string, "ledgerdeleted")
+    breaker = TableBreaker(TableStore(missing), BreakerPolicy(LIMIT, WINDOW))
+    with caplog.at_level(logging.WARNING, logger="shared.adapters.ledger.breaker"):
+        result = breaker.take_slot("req-1", PC, T0)
+    assert result.held and result.count is None and result.opened_at is None
+    assert result.reason is not None and "TableNotFound" in result.reason
+    assert result.to_details()["breaker"]["reason"] == result.reason
+    assert any("breaker unavailable" in r.getMessage() and "req-1" in r.getMessage() for r in caplog.records)
 
 
 def test_breaker_reset_with_typed_values_is_understood(ledger: Ledger, table: TableClient) -> None:
@@ -378,6 +448,15 @@ def test_audit_entries_are_one_partition_per_utc_day_in_time_order(
     assert (second["actionId"], json.loads(second["details"])) == ("action-2", {"x": 1})
     next_day = list(table.query_entities("PartitionKey eq 'audit:20261124'"))
     assert [e["requestId"] for e in next_day] == ["req-3"]
+
+
+def test_an_audit_row_stays_bounded_whatever_the_message_carried(ledger: Ledger, table: TableClient) -> None:
+    details = {"lastStatus": "Pending", "injected": "x" * 30_000, "rule": "protected.tags: NoAutoIsolate"}
+    ledger.audit.record(AuditEntry("req-big", "Isolate", "TrackingExpired", T0, PC, "action-1", details))
+    (row,) = table.query_entities("PartitionKey eq 'audit:20261123' and requestId eq 'req-big'")
+    stored = json.loads(row["details"])
+    assert len(row["details"]) <= DETAILS_MAX and stored["_truncated"] == ["injected"]
+    assert (stored["lastStatus"], stored["rule"]) == ("Pending", "protected.tags: NoAutoIsolate")
 
 
 def test_ids_with_characters_forbidden_in_keys_are_stored(ledger: Ledger) -> None:

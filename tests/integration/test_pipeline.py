@@ -160,6 +160,20 @@ def test_bad_messages_are_rejected_and_never_reach_mde(host: Host, sim: Sim) -> 
     assert sim.requests() == []
 
 
+def test_a_trailing_newline_in_an_identifier_is_rejected_and_never_reaches_mde(host: Host, sim: Sim) -> None:
+    """JSON Schema's pattern is a search: both pass the schema, so the code must refuse them."""
+    stack = host()
+    stack.send("isolation-requests", {"deviceName": "ws-eng-0007\n", "requestId": "nl-device"})
+    stack.send("isolation-requests", isolation("nl-req\n", severity="High"))
+    results = stack.take_results(2, timeout=20)
+    assert [r["outcome"] for r in results] == ["Rejected", "Rejected"]
+    assert {r["error"]["code"] for r in results} == {"SchemaViolation"}
+    assert all("control characters" in r["error"]["message"] for r in results)
+    assert {r["requestId"] for r in results} >= {"nl-device"}
+    assert "nl-req\n" not in {r["requestId"] for r in results}  # never echoed into a result either
+    assert sim.requests() == []
+
+
 def test_storm_duplicate_is_answered_from_the_ledger_without_calling_mde(host: Host, sim: Sim) -> None:
     sim.config(pending_s=3600)  # stays Pending for the whole test
     stack = host()

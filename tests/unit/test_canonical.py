@@ -162,3 +162,45 @@ def test_comment_is_bounded() -> None:
 def test_schema_errors_point_at_the_field() -> None:
     errors = schema_errors("isolation-request.schema.json", isolation(isolationType="Half"))
     assert errors == ["isolationType: 'Half' is not one of ['Full', 'Selective', 'UnManagedDevice']"]
+
+
+# JSON Schema's pattern is a search: "$" also matches before a final newline, so every one of these
+# passes the schemas alone.
+TRAILING_NEWLINE_ISOLATIONS = [
+    pytest.param({"deviceName": "ws-eng-0007\n", "requestId": "r"}, id="deviceName"),
+    pytest.param(isolation(requestId="nl-req\n"), id="requestId"),
+    pytest.param(isolation(comment="Ransomware\n"), id="comment"),
+    pytest.param(isolation(severity="High\n"), id="severity"),
+    pytest.param(isolation(source={"system": "sentinel\n"}), id="source.system"),
+    pytest.param(isolation(source={"system": "sentinel", "id": "4711\n"}), id="source.id"),
+    pytest.param(isolation(source={"system": "s", "url": "https://x.example/\n"}), id="source.url"),
+]
+TRAILING_NEWLINE_RELEASES = [
+    pytest.param(release(ticketId="INC0012345\n"), id="ticketId"),
+    pytest.param(release(requestedBy="ana@contoso.com\n"), id="requestedBy"),
+    pytest.param(release(requestId="nl-req\n"), id="release requestId"),
+    pytest.param({**release(), "machineId": None, "deviceName": "ws-eng-0007\n"}, id="release deviceName"),
+]
+
+
+@pytest.mark.parametrize("document", TRAILING_NEWLINE_ISOLATIONS)
+def test_a_trailing_newline_passes_the_schema_but_not_the_request_parser(document: dict[str, object]) -> None:
+    assert schema_errors("isolation-request.schema.json", document) == []  # why the code checks again
+    with pytest.raises(InvalidRequest, match="control characters"):
+        parse_isolation(document, "m")
+
+
+@pytest.mark.parametrize("document", TRAILING_NEWLINE_RELEASES)
+def test_a_trailing_newline_in_a_release_is_refused(document: dict[str, object]) -> None:
+    document = {k: v for k, v in document.items() if v is not None}
+    assert schema_errors("release-request.schema.json", document) == []
+    with pytest.raises(InvalidRequest, match="control characters"):
+        parse_release(document, "m")
+
+
+@pytest.mark.parametrize("fallback", ["msg-\n", "", "msg with space"])
+def test_a_fallback_request_id_is_checked_like_a_given_one(fallback: str) -> None:
+    document = isolation()
+    del document["requestId"]
+    with pytest.raises(InvalidRequest, match="InvalidRequestId"):
+        parse_isolation(document, fallback)

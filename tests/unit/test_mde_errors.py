@@ -5,11 +5,13 @@ its own, with responses built in memory.
 """
 
 import json
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import requests
 
-from shared.adapters.mde import _error_from_response, odata_string
+from shared.adapters.mde import MdeClient, _error_from_response, odata_string
 from shared.domain.model import validate_action_id, validate_machine_id
 from shared.errors import (
     ActionAlreadyPending,
@@ -129,3 +131,50 @@ def test_action_ids_must_be_guids() -> None:
 
 def test_odata_literals_double_quotes() -> None:
     assert odata_string("pc' or 1 eq 1") == "'pc'' or 1 eq 1'"
+
+
+class NoNetwork(requests.Session):
+    """A session that records what would have been sent and sends nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[str] = []
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        self.sent.append(f"{method!s} {url!s}")
+        raise AssertionError(f"an identifier that should have been refused reached HTTP: {url!s}")
+
+
+class NoToken:
+    def get_token(self) -> str:
+        raise AssertionError("no call, so no token")
+
+
+@pytest.mark.parametrize(
+    ("call", "code"),
+    [
+        (
+            lambda mde: mde.find_machines_by_ip("fe80::1%eth0", datetime(2026, 11, 23, tzinfo=UTC)),
+            "InvalidIpAddress",
+        ),
+        (
+            lambda mde: mde.find_machines_by_ip("fe80::1%25x", datetime(2026, 11, 23, tzinfo=UTC)),
+            "InvalidIpAddress",
+        ),
+        (
+            lambda mde: mde.find_machines_by_ip("10.1.2.3\n", datetime(2026, 11, 23, tzinfo=UTC)),
+            "InvalidIpAddress",
+        ),
+        (lambda mde: mde.find_machines_by_dns_prefix("ws-eng-0007\n"), "InvalidDeviceName"),
+        (lambda mde: mde.find_machines_by_dns_name("ws-eng-0007.contoso.local\n"), "InvalidDeviceName"),
+        (lambda mde: mde.find_machines_by_dns_name("pc' or 1 eq 1"), "InvalidDeviceName"),
+    ],
+)
+def test_lookups_refuse_identifiers_that_are_not_what_they_claim_before_any_http(
+    call: Any, code: str
+) -> None:
+    session = NoNetwork()
+    mde = MdeClient("https://api.securitycenter.microsoft.com", NoToken(), session=session)
+    with pytest.raises(InvalidRequest, match=code):
+        call(mde)
+    assert session.sent == []

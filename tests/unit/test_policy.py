@@ -664,7 +664,7 @@ BREAKER = BreakerPolicy(3, timedelta(minutes=60))
 
 
 def take(state: BreakerState, key: str, minutes: float) -> tuple[BreakerState, Any]:
-    return take_breaker_slot(state, key, PC, T0 + timedelta(minutes=minutes), BREAKER)
+    return take_breaker_slot(state, key, T0 + timedelta(minutes=minutes), BREAKER)
 
 
 def test_breaker_takes_n_then_opens_and_holds() -> None:

@@ -139,6 +139,17 @@ class TableStore:
         self._sleep(random.uniform(0.002, 0.02) * min(attempt + 1, 5))  # noqa: S311 - jitter, not crypto
 
 
+def storage_error_code(error: BaseException | None) -> str | None:
+    """The storage service's error code (``TableNotFound``, ``PropertyValueTooLarge``, ...) of an
+    Azure SDK error, from the decoded error or the ``x-ms-error-code`` header."""
+    code = getattr(error, "error_code", None)
+    response = getattr(error, "response", None)
+    if not code and response is not None:
+        code = response.headers.get("x-ms-error-code")
+    code = getattr(code, "value", code)  # the SDK's TableErrorCode enum
+    return str(code) if code else None
+
+
 def utc(value: datetime) -> datetime:
     """Naive datetimes are taken as UTC: every clock in this service is UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -165,8 +176,3 @@ def machine_partition(machine_id: str) -> str:
     """A machine's partition: its 40-hex id (readable for the SOC); anything else is hashed."""
     key = machine_id.lower()
     return f"machine:{key if _SAFE_KEY.fullmatch(key) else 'h-' + digest(machine_id, 40)}"
-
-
-def bounded_text(text: str) -> str:
-    """``text`` cut to what a Table string property holds."""
-    return text if len(text) <= TEXT_MAX else text[: TEXT_MAX - 1] + "…"

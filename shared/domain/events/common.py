@@ -18,11 +18,18 @@ from typing import Any
 
 from ...errors import InvalidRequest
 from ..messages import SCHEMA_DIR
-from ..model import DEVICE_NAME, REQUEST_ID, ContainmentRequest, DeviceRef, Source, validate_machine_id
+from ..model import (
+    DEVICE_NAME,
+    DEVICE_NAME_MAX,
+    REQUEST_ID,
+    ContainmentRequest,
+    DeviceRef,
+    Source,
+    validate_machine_id,
+)
 
 logger = logging.getLogger(__name__)
 
-DEVICE_NAME_MAX = 255
 _REQUEST_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:@/+=-]")
 COMMENT_MAX = 500  # well under the schema's 1000: mde_comment still appends request and source
 TITLE_MAX = 300  # so the reference (the alert or incident id) always survives at the end
