@@ -133,6 +133,12 @@ class Approvals(Protocol):
 class Breaker(Protocol):
     """The blast-radius breaker shared by every instance."""
 
+    def check(self, request_id: str, now: datetime) -> BreakerResult | None:
+        """Held when the breaker is open now (made before any look-up; writes nothing). None when
+        it is closed, when this request already holds a slot, or when its state cannot be read
+        (``take_slot`` then decides, and holds)."""
+        ...
+
     def take_slot(self, request_id: str, machine_id: str, now: datetime) -> BreakerResult: ...
 
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from azure.functions.queue import QueueMessage
 
 from shared.adapters.ticket_http import TicketNotFound
-from shared.domain.breaker import BreakerResult, BreakerState, take_breaker_slot
+from shared.domain.breaker import BreakerResult, BreakerState, check_breaker, take_breaker_slot
 from shared.domain.messages import schema_errors
 from shared.domain.model import IsolationType, MachineAction, is_final
 from shared.domain.policy_config import BreakerPolicy
@@ -341,6 +341,11 @@ class FakeBreaker:
     policy: BreakerPolicy = field(default_factory=BreakerPolicy)
     state: BreakerState = field(default_factory=BreakerState)
     taken: list[str] = field(default_factory=list)  # request ids that asked for a slot
+    checked: list[str] = field(default_factory=list)  # request ids checked before any look-up
+
+    def check(self, request_id: str, now: datetime) -> BreakerResult | None:
+        self.checked.append(request_id)
+        return check_breaker(self.state, request_id, now, self.policy)
 
     def take_slot(self, request_id: str, machine_id: str, now: datetime) -> BreakerResult:
         self.taken.append(request_id)

@@ -71,19 +71,25 @@ class BreakerResult:
         return {"breaker": facts}
 
 
+def check_breaker(
+    state: BreakerState, request_key: str, now: datetime, breaker: BreakerPolicy
+) -> BreakerResult | None:
+    """The check made before any look-up: the held answer when the breaker is open, else None (a
+    request that already holds a slot, a redelivery, is never held by it)."""
+    slots, is_open, opened_at = _current(state, now, breaker)
+    if not is_open or any(s.request_key == request_key for s in slots):
+        return None
+    return BreakerResult(False, len(slots), breaker.max_isolations, breaker.window, opened_at)
+
+
 def take_breaker_slot(
     state: BreakerState, request_key: str, now: datetime, breaker: BreakerPolicy
 ) -> tuple[BreakerState, BreakerResult]:
     """The breaker's transition for one isolation: ``(new state, result)``.
 
-    The new state equals ``state`` when nothing needs writing. Open means held until an operator
-    resets it or a full window has passed since it opened (by then every isolation it counted has
-    left the window, so the next one starts a fresh count).
+    The new state equals ``state`` when nothing needs writing.
     """
-    slots = tuple(s for s in state.slots if s.at > now - breaker.window)
-    is_open, opened_at = state.open, state.opened_at
-    if is_open and (opened_at is None or now - opened_at >= breaker.window):
-        is_open, opened_at = False, None
+    slots, is_open, opened_at = _current(state, now, breaker)
     limit, window = breaker.max_isolations, breaker.window
     if any(s.request_key == request_key for s in slots):
         return state, BreakerResult(True, len(slots), limit, window, repeat=True)
@@ -95,3 +101,15 @@ def take_breaker_slot(
     slot = BreakerSlot(now, request_key)
     taken = replace(state, slots=(*slots, slot), open=False, opened_at=None)
     return taken, BreakerResult(True, len(slots) + 1, limit, window)
+
+
+def _current(
+    state: BreakerState, now: datetime, breaker: BreakerPolicy
+) -> tuple[tuple[BreakerSlot, ...], bool, datetime | None]:
+    """The slots still in the window and whether the breaker is open now. Open means held until an
+    operator resets it or a full window has passed since it opened (by then every isolation it
+    counted has left the window, so the next one starts a fresh count)."""
+    slots = tuple(s for s in state.slots if s.at > now - breaker.window)
+    if state.open and state.opened_at is not None and now - state.opened_at < breaker.window:
+        return slots, True, state.opened_at
+    return slots, False, None

@@ -1,6 +1,8 @@
 """An isolation request's story, from the device it names to its first result.
 
 The gate, in this order:
+0. an open breaker holds the request before any look-up (a request already holding a slot, a
+   redelivery, goes on);
 1. storm de-duplication: the device is claimed first, so a storm's duplicates are answered from the
    ledger (``AlreadyPending`` with the holder's action) at no MDE cost, not even a look-up;
 2. policy: ``protected``, then ``minimumSeverity`` (``Skipped``, with the rule), after the one
@@ -17,6 +19,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from ..domain.backoff import holder_wait
+from ..domain.breaker import BreakerResult
 from ..domain.model import ContainmentRequest, MachineAction
 from ..domain.policy import decide_isolation, needs_machine_lookup
 from ..domain.results import Delivery, Result, Subject
@@ -41,6 +44,8 @@ def isolate(request: ContainmentRequest, delivery: Delivery, ctx: Context) -> Re
     log_arrival(request, delivery)
     subject = Subject.of(request)
     try:
+        if (open_breaker := ctx.ports.breaker.check(request.request_id, ctx.ports.clock())) is not None:
+            return held(request, subject, open_breaker)
         machine, subject = locate(request, subject, ctx)
         with hold_device(ctx, machine["id"], request) as hold:
             if not hold.claim.won:
@@ -57,8 +62,7 @@ def isolate(request: ContainmentRequest, delivery: Delivery, ctx: Context) -> Re
                 return dry_run(request, subject, machine["id"])
             slot = ctx.ports.breaker.take_slot(request.request_id, machine["id"], ctx.ports.clock())
             if slot.held:
-                logger.warning("breaker open: isolation held request_id=%s", request.request_id)
-                return Reply(results=(Result(subject.with_details(**slot.to_details()), "HeldForApproval"),))
+                return held(request, subject, slot)
             repeat = hold.claim.state == "submitted"  # this request's isolation went out before
             done = submit(ctx.ports.mde, request, machine["id"], delivery, repeat=repeat)
             if done.cancelled is not None:
@@ -67,6 +71,12 @@ def isolate(request: ContainmentRequest, delivery: Delivery, ctx: Context) -> Re
     except Exception as e:  # noqa: BLE001 - every way a story ends early has its reply
         return ended(request, subject, e, delivery, ctx)
     return submitted(subject, done.outcome, done.action, machine, ctx)
+
+
+def held(request: ContainmentRequest, subject: Subject, breaker: BreakerResult) -> Reply:
+    """Held by the breaker (open, or its state unreadable): reported, nothing sent to MDE."""
+    logger.warning("breaker open: isolation held request_id=%s", request.request_id)
+    return Reply(results=(Result(subject.with_details(**breaker.to_details()), "HeldForApproval"),))
 
 
 def policy_facts(machine: Machine, ctx: Context) -> Machine:

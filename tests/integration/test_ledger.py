@@ -223,6 +223,21 @@ def test_open_breaker_stays_open_until_a_full_window_has_passed_since_it_opened(
     assert breaker_entity(table)["open"] is False
 
 
+def test_the_check_before_any_look_up_reads_an_open_breaker_and_writes_nothing(
+    ledger: Ledger, table: TableClient
+) -> None:
+    assert ledger.breaker.check("first", T0) is None  # no breaker entity yet
+    for i in range(LIMIT + 1):
+        ledger.breaker.take_slot(f"r{i}", PC, T0)
+    before = breaker_entity(table)
+    held = ledger.breaker.check("new", T0 + timedelta(minutes=1))
+    assert held is not None and (held.count, held.opened_at) == (LIMIT, T0)
+    assert ledger.breaker.check("r0", T0 + timedelta(minutes=1)) is None  # it holds a slot
+    assert breaker_entity(table) == before
+    table.upsert_entity({**before, "isolations": "not slots"})  # unreadable: take_slot decides
+    assert ledger.breaker.check("new", T0) is None and ledger.breaker.take_slot("new", PC, T0).held
+
+
 def test_sliding_window_forgets_old_isolations_without_opening(ledger: Ledger) -> None:
     for i in range(LIMIT - 1):
         ledger.breaker.take_slot(f"early{i}", PC, T0)

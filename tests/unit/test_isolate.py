@@ -146,6 +146,55 @@ def test_an_open_breaker_holds_the_isolation_and_frees_the_device() -> None:
     assert w.mde.count("isolate") == 1 and "1" * 40 not in w.claims.rows
 
 
+def open_breaker(w: World) -> World:
+    """The breaker opened by earlier isolations (limit 1, the second one opened it)."""
+    w.mde.add(machine("1" * 40, "ws-2.contoso.local"))
+    w.deliver(isolation("one"))
+    w.deliver(isolation("two", machine_id="1" * 40))
+    assert w.breaker.state.open
+    w.mde.calls.clear()
+    w.outbox.results.clear()
+    w.outbox.sent.clear()
+    return w
+
+
+@pytest.mark.parametrize(
+    "request_body",
+    [
+        {"deviceName": PC_NAME, "requestId": "by-name", "severity": "High"},
+        {"ipAddress": "10.1.2.3", "timestamp": "2026-11-23T10:00:00+00:00", "requestId": "by-ip"},
+        isolation("by-id", machine_id="2" * 40),
+    ],
+)
+def test_an_open_breaker_holds_a_request_before_any_look_up(request_body: dict[str, Any]) -> None:
+    w = open_breaker(fleet(world(policy={**OPEN, "breaker": {"maxIsolations": 1, "windowMinutes": 60}})))
+    w.deliver(request_body)
+    (held,) = w.outbox.results
+    assert (held["outcome"], held["breaker"]["count"]) == ("HeldForApproval", 1)
+    assert w.mde.calls == [] and w.claims.rows.keys() == {PC}  # no look-up, no claim
+
+
+def test_an_open_breaker_holds_every_request_of_a_fanned_out_event_at_no_mde_cost() -> None:
+    w = open_breaker(fleet(world(policy={**OPEN, "breaker": {"maxIsolations": 1, "windowMinutes": 60}})))
+    w.deliver(streaming_batch(5))
+    fanned_out = [document for _, document, _ in w.outbox.sent]
+    for document in fanned_out:
+        w.deliver(document)
+    assert len(fanned_out) == 5 and w.mde.calls == []
+    assert w.outbox.outcomes == ["HeldForApproval"] * 5
+
+
+def test_a_redelivered_request_that_holds_a_slot_passes_the_open_breaker() -> None:
+    w = fleet(world(policy={**OPEN, "breaker": {"maxIsolations": 1, "windowMinutes": 60}}))
+    w.mde.fail["isolate"] = [TransientError("MdeUnavailable", "the POST timed out")]
+    with pytest.raises(TransientError, match="MdeUnavailable"):  # the host redelivers
+        w.deliver(isolation("one"))  # it took its slot, then the POST failed
+    w.mde.add(machine("1" * 40, "ws-2.contoso.local"))
+    w.deliver(isolation("two", machine_id="1" * 40))  # opens the breaker
+    w.deliver(isolation("one"), dequeue_count=2)
+    assert w.outbox.outcomes[-1] == "Submitted" and w.mde.count("isolate") == 2
+
+
 def test_a_dry_run_shows_the_call_and_claims_nothing() -> None:
     w = fleet(world(policy=OPEN, DRY_RUN="true"))
     w.deliver(isolation(isolationType="Selective"))

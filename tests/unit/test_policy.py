@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.domain.approval import Approval, unverified_approval
-from shared.domain.breaker import BreakerState, take_breaker_slot
+from shared.domain.breaker import BreakerState, check_breaker, take_breaker_slot
 from shared.domain.model import ContainmentRequest, DeviceRef, Source
 from shared.domain.policy import Decision, decide_isolation, decide_release, needs_machine_lookup
 from shared.domain.policy_config import (
@@ -693,6 +693,18 @@ def test_a_request_holding_a_slot_is_not_counted_twice() -> None:
     state, _ = take(BreakerState(), "same", 0)
     again, result = take(state, "same", 1)
     assert result.taken and result.repeat and again == state
+
+
+def test_the_check_before_any_look_up_holds_only_while_the_breaker_is_open() -> None:
+    state = BreakerState()
+    for i in range(3):
+        state, _ = take(state, f"r{i}", 0)
+    assert check_breaker(state, "new", T0, BREAKER) is None  # full, not open yet: take_slot opens it
+    opened, _ = take(state, "r3", 1)
+    held = check_breaker(opened, "new", T0 + timedelta(minutes=2), BREAKER)
+    assert held is not None and held.held and held.opened_at == T0 + timedelta(minutes=1)
+    assert check_breaker(opened, "r1", T0 + timedelta(minutes=2), BREAKER) is None  # holds a slot
+    assert check_breaker(opened, "new", T0 + timedelta(minutes=61), BREAKER) is None  # window over
 
 
 @given(st.lists(st.tuples(st.integers(0, 10), st.integers(0, 20)), max_size=60))

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ...domain.breaker import BreakerResult, BreakerSlot, BreakerState, take_breaker_slot
+from ...domain.breaker import BreakerResult, BreakerSlot, BreakerState, check_breaker, take_breaker_slot
 from ...domain.policy_config import BreakerPolicy
 from ...errors import TransientError
 from .store import MAX_CONFLICT_RETRIES, TableStore, digest, storage_error_code, utc, when
@@ -42,6 +42,17 @@ class TableBreaker:
     def __init__(self, store: TableStore, policy: BreakerPolicy) -> None:
         self._store = store
         self._policy = policy
+
+    def check(self, request_id: str, now: datetime) -> BreakerResult | None:
+        """Held when the breaker is open now: one read, no write."""
+        try:
+            entity = self._store.get(*BREAKER_KEYS)
+            if entity is None:
+                return None
+            return check_breaker(state_from_entity(entity), digest(request_id, 16), utc(now), self._policy)
+        except TransientError as e:
+            logger.info("breaker check skipped request_id=%s code=%s", request_id, _cause(e))
+            return None  # take_slot reads it again and holds the isolation if it still cannot
 
     def take_slot(self, request_id: str, machine_id: str, now: datetime) -> BreakerResult:
         """One breaker slot for this isolation, or held (the breaker is or just became open, or its
