@@ -29,7 +29,7 @@ from .context import Context
 from .outcomes import dry_run, ended, locate, log_arrival, requeue, submitted
 from .reply import Reply
 from .submit import submit
-from .verify import approval_of
+from .verify import TicketRefusal, approval_of
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,11 @@ def release(request: ContainmentRequest, delivery: Delivery, ctx: Context) -> Re
     log_arrival(request, delivery)
     subject = Subject.of(request)
     try:
-        approval = approval_of(request, ctx)
+        try:
+            approval = approval_of(request, ctx)
+        except TicketRefusal as e:  # the ticket was read: it hears back why nothing was done
+            subject = subject.with_details(ticketSystem=e.system)
+            raise
         subject = subject.with_details(**approval.details())
         authorise(approval, ctx)
         hint, request = request.device, as_approved(request, approval)

@@ -4,16 +4,33 @@ does a message that no ticket system can confirm count by its own claims."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from urllib.parse import quote
 
 from ..domain.approval import Approval, jira_approval, servicenow_approval, stored_value, unverified_approval
 from ..domain.events.tickets import field_text
-from ..domain.model import ContainmentRequest
+from ..domain.model import ContainmentRequest, TicketSystem
 from ..errors import InvalidRequest, PermanentError
 from .context import Context
 
 SETTING_OF = {"jira": "JIRA_BASE_URL", "servicenow": "SERVICENOW_BASE_URL"}
+
+
+class TicketRefusal(InvalidRequest):
+    """The ticket was read, and it does not authorise the release (not approved, no approver on
+    record, no device): a refusal the ticket hears back about."""
+
+    def __init__(self, refused: InvalidRequest, system: TicketSystem) -> None:
+        super().__init__(refused.code, refused.message)
+        self.system = system
+
+
+def _read(system: TicketSystem, parse: Callable[[], Approval]) -> Approval:
+    try:
+        return parse()
+    except InvalidRequest as e:
+        raise TicketRefusal(e, system) from e
 
 
 def approval_of(request: ContainmentRequest, ctx: Context) -> Approval:
@@ -21,7 +38,8 @@ def approval_of(request: ContainmentRequest, ctx: Context) -> Approval:
     system, ticket = request.ticket_system, request.ticket_id or ""
     if system == "jira" and ctx.ports.jira is not None:
         mapping = ctx.settings.ticket_mappings.jira
-        approval = jira_approval(ctx.ports.jira.issue(ticket, mapping.issue_fields()), mapping)
+        issue = ctx.ports.jira.issue(ticket, mapping.issue_fields())
+        approval = _read("jira", lambda: jira_approval(issue, mapping))
         base = ctx.settings.jira_base_url or ""
         return replace(approval, url=f"{base}/browse/{quote(approval.ticket_id, safe='')}")
     if system == "servicenow" and ctx.ports.servicenow is not None:
@@ -45,6 +63,6 @@ def _servicenow(number: str, ctx: Context) -> Approval:
         raise PermanentError("ServiceNowTicketNotFound", f"no {mapping.table} record {number} in ServiceNow")
     sys_id = field_text(stored_value(record.get("sys_id")))
     rows = [] if mapping.approver_field or sys_id is None else servicenow.approvals(sys_id)
-    approval = servicenow_approval(record, rows, mapping)
+    approval = _read("servicenow", lambda: servicenow_approval(record, rows, mapping))
     base = ctx.settings.servicenow_base_url or ""
     return replace(approval, url=f"{base}/{mapping.table}.do?sys_id={sys_id}")

@@ -57,6 +57,29 @@ def test_a_refusal_read_from_the_ticket_is_written_back_with_its_reason() -> Non
     assert "Rejected" in text and "RequesterNotAllowed: release.allowedRequesters" in text
 
 
+def test_a_ticket_that_is_not_approved_hears_why_nothing_was_done() -> None:
+    w = jira_world()
+    w.jira.issues["SEC-1"] = jira_issue("SEC-1", PC, status="Waiting for approval")
+    release(w)
+    (result,) = w.outbox.results
+    assert (result["error"]["code"], result["writeBack"]) == ("NotApproved", "posted")
+    ((key, text),) = w.jira.comments
+    assert key == "SEC-1" and ": Rejected, " in text
+    assert "NotApproved: Jira issue SEC-1 is 'Waiting for approval'" in text
+    assert w.mde.calls == []
+
+
+def test_a_servicenow_record_that_is_not_approved_gets_a_work_note() -> None:
+    w = world()
+    record = servicenow_record("RITM0010002", "ws-eng-0007.contoso.local", approval="requested")
+    w.servicenow.records["RITM0010002"] = record
+    body = {"ticketSystem": "servicenow", "ticketId": "RITM0010002", "requestId": "rel-sn-2"}
+    w.deliver(body, action="Unisolate")
+    assert w.outbox.results[0]["error"]["code"] == "NotApproved"
+    ((_, sys_id, text),) = w.servicenow.notes
+    assert sys_id == record["sys_id"]["value"] and ": Rejected, " in text and "NotApproved" in text
+
+
 def test_a_message_no_ticket_system_confirms_writes_nothing_back() -> None:
     w = jira_world()
     w.deliver({"ticketId": "SEC-1", "requestId": "forged"}, action="Unisolate")  # names no system
