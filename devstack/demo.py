@@ -97,8 +97,10 @@ JIRA_ISSUES = (("SEC-1001", "Approved for release", ENG_PC), ("SEC-1002", "Waiti
 ANA, BEN = "5b10a2844c20165700ede21b", "5b10a2844c20165700ede21d"
 
 # 7 first results + a final status for each of the 4 submitted actions (the duplicate alert's final
-# status is the first alert's action's, written to its own stream too).
-EXPECTED_RESULTS = 11
+# status is the first alert's action's, written to its own stream too) + the first alert's first
+# lease reminder (its device stays isolated; the demo's lease is seconds, the default 24 h).
+EXPECTED_RESULTS = 12
+LEASE_HOURS = 0.003  # 10.8 s
 
 OUTCOMES = {
     "Submitted": "MDE accepted a new action; it is followed until its final status",
@@ -113,13 +115,20 @@ OUTCOMES = {
     "Failed": "MDE refused the action, or could not be reached after every retry",
     "TimedOut": "final status: MDE gave up waiting for the device",
     "Cancelled": "final status: the action was cancelled",
+    "LeaseExpired": "a reminder: the device is still isolated by this service a lease period (leaseHours) "
+    "after its isolation succeeded; it repeats every period until a release, never releasing by itself",
 }
 
 
 def _settings() -> dict[str, str]:
     # Follow-ups every 2 s so the demo shows final statuses within seconds; the offline device's
     # tracking deadline is short so its TrackingExpired shows too.
-    return {"TRACKING_SCHEDULE": "2", "TRACKING_DEADLINE_HOURS": "0.003"}
+    # The lease is short too, so a reminder shows.
+    return {
+        "TRACKING_SCHEDULE": "2",
+        "TRACKING_DEADLINE_HOURS": "0.003",
+        "ISOLATION_POLICY": json.dumps({"leaseHours": LEASE_HOURS}),
+    }
 
 
 def run(out: TextIO = sys.stdout) -> int:
@@ -141,6 +150,7 @@ def run(out: TextIO = sys.stdout) -> int:
         open_tickets(stack)
         machines = requests.get(f"{stack.mde_url}/_control/machines", timeout=10).json()
         results, request_ids = _push_and_collect(stack, out)
+        comments = {key: stack.jira_control.comments(key) for key, _, _ in JIRA_ISSUES}
         if len(results) < EXPECTED_RESULTS:
             out.write(
                 f"Only {len(results)} of {EXPECTED_RESULTS} results arrived within {TIMEOUT_S:.0f} s; "
@@ -148,6 +158,7 @@ def run(out: TextIO = sys.stdout) -> int:
             )
     samples = [(sample.description, request_ids[i]) for i, sample in enumerate(SAMPLES)]
     out.write("\n" + render_results(samples, results, machines) + "\n\n")
+    out.write(render_comments(comments) + "\n\n")
     out.write(render_key(results) + "\n" + NEXT + "\n")
     return 0 if len(results) >= EXPECTED_RESULTS else 1
 
@@ -241,6 +252,11 @@ def _detail(result: Mapping[str, Any]) -> str:
         if result["sequence"] == 1:
             return f"answered from the ledger: {result['duplicateOf']} holds this device, no MDE call"
         return f"the final status of {result['duplicateOf']}'s action"
+    if result["outcome"] == "LeaseExpired":
+        return (
+            f"reminder {result['leasePeriod']}: still isolated by this service after "
+            f"{result['isolatedHours']} h; repeats every leaseHours until a release"
+        )
     if result.get("lastStatus"):
         return f"still {result['lastStatus']} at the tracking deadline"
     if result.get("deviceOnline") is False:
@@ -319,6 +335,17 @@ def render_table(
     return "\n".join(lines)
 
 
+def render_comments(comments: Mapping[str, Sequence[Mapping[str, Any]]], wrap_at: int = MAX_WIDTH) -> str:
+    """What the release tickets show in Jira now: one comment per result of the release they asked for."""
+    lines = ["What the Jira release tickets show now (the service comments once per result):"]
+    for key, found in comments.items():
+        for comment in found:
+            for k, text in enumerate(str(comment.get("text", "")).splitlines()):
+                first = f"  {key:<10}" if k == 0 else " " * 12
+                lines += textwrap.wrap(first + text, wrap_at, subsequent_indent=" " * 14) or [first]
+    return "\n".join(lines)
+
+
 def render_key(results: Iterable[Mapping[str, Any]], wrap_at: int = MAX_WIDTH) -> str:
     """What the columns and the outcomes that appear mean."""
     seen = sorted(
@@ -326,7 +353,8 @@ def render_key(results: Iterable[Mapping[str, Any]], wrap_at: int = MAX_WIDTH) -
     )
     indent = " " * 19
     lines = [
-        "key: seq 1 = the request's first result, seq 2 = the final status of the action it submitted;",
+        "key: seq 1 = the request's first result, seq 2 = the final status of the action it submitted,",
+        "     seq 3 and up = lease reminders;",
         f"     device = host name and the first {SHORT_ID} characters of the MDE machine id (- names none);",
         f"     MDE action = the first {SHORT_ID} characters of the MachineAction id and its status.",
     ]

@@ -4,7 +4,8 @@
 //   per message    if source.system is "sentinel" and source.id is exactly a Sentinel incident's
 //                  ARM id (checked below, before it becomes a URL): PUT a comment on that
 //                  incident, named by the result's resultId, so a redelivered message rewrites
-//                  the same comment instead of adding a second one
+//                  the same comment instead of adding a second one; a LeaseExpired reminder
+//                  says how long the device has been isolated and how to release it
 //                  then delete the message; after 5 failed deliveries delete it anyway (the
 //                  failure stays visible in the run history)
 // It deletes every message it reads, so it must be the only reader of the queue: add a case for
@@ -317,7 +318,7 @@ resource consumer 'Microsoft.Logic/workflows@2019-05-01' = {
                                 }
                                 body: {
                                   properties: {
-                                    message: 'MDE containment: @{outputs(\'Result\')?[\'action\']} @{outputs(\'Result\')?[\'outcome\']} on @{coalesce(outputs(\'Result\')?[\'machine\']?[\'computerDnsName\'], outputs(\'Result\')?[\'machine\']?[\'id\'], \'an unresolved device\')}. MDE action @{coalesce(outputs(\'Result\')?[\'machineAction\']?[\'id\'], \'none\')} (@{coalesce(outputs(\'Result\')?[\'machineAction\']?[\'status\'], \'no status\')}). @{coalesce(outputs(\'Result\')?[\'error\']?[\'code\'], \'\')} @{coalesce(outputs(\'Result\')?[\'error\']?[\'message\'], \'\')} Request @{outputs(\'Result\')?[\'requestId\']}, result @{outputs(\'Result\')?[\'sequence\']}.'
+                                    message: 'MDE containment: @{outputs(\'Result\')?[\'action\']} @{outputs(\'Result\')?[\'outcome\']} on @{coalesce(outputs(\'Result\')?[\'machine\']?[\'computerDnsName\'], outputs(\'Result\')?[\'machine\']?[\'id\'], \'an unresolved device\')}. MDE action @{coalesce(outputs(\'Result\')?[\'machineAction\']?[\'id\'], \'none\')} (@{coalesce(outputs(\'Result\')?[\'machineAction\']?[\'status\'], \'no status\')}). @{if(equals(outputs(\'Result\')?[\'outcome\'], \'LeaseExpired\'), concat(\'The device is still isolated by this service after \', string(outputs(\'Result\')?[\'isolatedHours\']), \' h (lease period \', string(outputs(\'Result\')?[\'leasePeriod\']), \'): release it through an approved release ticket once it is clean. \'), \'\')}@{coalesce(outputs(\'Result\')?[\'error\']?[\'code\'], \'\')} @{coalesce(outputs(\'Result\')?[\'error\']?[\'message\'], \'\')} Request @{outputs(\'Result\')?[\'requestId\']}, result @{outputs(\'Result\')?[\'sequence\']}.'
                                   }
                                 }
                                 authentication: {

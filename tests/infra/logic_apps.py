@@ -123,6 +123,7 @@ class Run:
             "coalesce": lambda *values: next((v for v in values if v is not None), None),
             "createArray": lambda *values: list(values),
             "equals": lambda a, b: a == b,
+            "if": lambda condition, yes, no: yes if _boolean(condition) else no,
             "toLower": lambda text: wdl_string(text).lower(),
             "string": wdl_string,
             "replace": lambda text, old, new: wdl_string(text).replace(old, new),

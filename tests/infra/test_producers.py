@@ -239,7 +239,7 @@ RESULT_ID = "5d0c1f9e-7a3b-4e2d-8c6f-0b1a2c3d4e5f"
 ARM = "https://management.azure.com/"
 
 
-def comments_made(source_id: Any, result_id: Any = RESULT_ID) -> list[dict[str, Any]]:
+def comments_made(source_id: Any, result_id: Any = RESULT_ID, **fields: Any) -> list[dict[str, Any]]:
     """The ARM calls the consumer's Sentinel branch makes for one result message."""
     tpl = template(CONSUMER[0])
     definition = body(tpl.resources["consumer"])["properties"]["definition"]
@@ -255,6 +255,7 @@ def comments_made(source_id: Any, result_id: Any = RESULT_ID) -> list[dict[str, 
         "machine": {"id": MACHINE_ID, "computerDnsName": HOST_FQDN},
         "machineAction": {"id": "7f1a2b3c-0000-4000-8000-000000000001", "status": "Succeeded"},
         "error": None,
+        **fields,
     }
     run = Run(trigger_body=None, parameters={"armEndpoint": ARM}, outputs={"Result": result})
     run.run_actions(sentinel)
@@ -269,6 +270,16 @@ def test_the_consumer_comments_on_a_sentinel_incident_named_by_its_arm_id(source
     assert call["method"] == "PUT"
     assert call["uri"] == f"{ARM}{source_id[1:]}/comments/{RESULT_ID}?api-version=2024-03-01"
     assert "Isolate Succeeded on ws-0142.corp.contoso.com" in call["body"]["properties"]["message"]
+
+
+def test_a_lease_reminder_tells_the_incident_how_long_the_device_has_been_isolated() -> None:
+    lease = {"outcome": "LeaseExpired", "sequence": 3, "isolatedHours": 24.002, "leasePeriod": 1}
+    (call,) = comments_made(INCIDENT, **lease)
+    message = call["body"]["properties"]["message"]
+    assert "Isolate LeaseExpired on ws-0142.corp.contoso.com" in message
+    assert "still isolated by this service after 24.002 h (lease period 1): release it" in message
+    (plain,) = comments_made(INCIDENT)
+    assert "still isolated" not in plain["body"]["properties"]["message"]
 
 
 HOSTILE_SOURCE_IDS = {

@@ -6,7 +6,15 @@ from typing import Any
 
 import pytest
 
-from devstack.demo import MAX_WIDTH, SAMPLES, device_label, render_key, render_results, render_table
+from devstack.demo import (
+    MAX_WIDTH,
+    SAMPLES,
+    device_label,
+    render_comments,
+    render_key,
+    render_results,
+    render_table,
+)
 
 FIN = {"id": "c28460d93e441d30869ebb33920c06acbb6fd75e", "computerDnsName": "ws-fin-0142.contoso.local"}
 ENG = {"id": "142b3441161eb63d57b41d1338407a04c781740d", "computerDnsName": "ws-eng-0007.contoso.local"}
@@ -93,6 +101,20 @@ def test_the_demo_table_and_key_fit_120_columns_and_show_every_sample() -> None:
     first_column = "".join(line[:26].replace(" ", "") for line in table.splitlines()[2:])
     assert all(f"{d}({r})".replace(" ", "") in first_column for d, r in samples)
     assert "AlreadyPending" in key and "Succeeded" not in key
+
+
+def test_the_ticket_comments_are_shown_whole_within_120_columns() -> None:
+    text = (
+        "mde-containment: release of ws-eng-0007.contoso.local (142b3441161eb63d57b41d1338407a04c781740d): "
+        "Submitted, 2026-11-30 11:49 UTC.\nMDE action 4aef61b7-363e-45f9-b205-bc16d6a79222: Pending."
+    )
+    shown = render_comments({"SEC-1001": [{"text": text}], "SEC-1002": []})
+    lines = shown.splitlines()
+    assert max(len(line) for line in lines) <= MAX_WIDTH and len(lines) == 4
+    assert lines[1].startswith("  SEC-1001  mde-containment: release of") and lines[3].startswith(
+        " " * 12 + "MDE"
+    )
+    assert " ".join(shown.split()).endswith(" ".join(text.split()))  # wrapped, nothing cut
 
 
 def test_the_held_back_sample_waits_for_a_request_the_demo_sends_earlier() -> None:
