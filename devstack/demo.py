@@ -253,10 +253,7 @@ def _detail(result: Mapping[str, Any]) -> str:
             return f"answered from the ledger: {result['duplicateOf']} holds this device, no MDE call"
         return f"the final status of {result['duplicateOf']}'s action"
     if result["outcome"] == "LeaseExpired":
-        return (
-            f"reminder {result['leasePeriod']}: still isolated by this service after "
-            f"{result['isolatedHours']} h; repeats every leaseHours until a release"
-        )
+        return f"reminder {result['leasePeriod']}: still isolated by us after {result['isolatedHours']} h"
     if result.get("lastStatus"):
         return f"still {result['lastStatus']} at the tracking deadline"
     if result.get("deviceOnline") is False:
