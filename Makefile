@@ -35,7 +35,7 @@ devstack/node_modules/.installed: devstack/package.json devstack/package-lock.js
 	npm ci --prefix devstack --no-audit --no-fund --loglevel=error
 	touch $@
 
-demo: $(VENV)/.installed devstack/node_modules/.installed ## run the local stack, push six sample messages, print every result
+demo: $(VENV)/.installed devstack/node_modules/.installed ## run the local stack, push seven sample messages, print every result
 	$(PY) -m devstack demo
 
 stack: $(VENV)/.installed devstack/node_modules/.installed ## run the local stack until Ctrl-C (queues, simulator, identity endpoint, host)

@@ -53,11 +53,15 @@ class StorageQueueSender:
             return client
 
     def send(self, queue: str, document: dict[str, Any], delay_s: float = 0) -> None:
-        """Put ``document`` on ``queue`` as JSON text, invisible for ``delay_s`` seconds."""
+        """Put ``document`` on ``queue`` as JSON text, invisible for ``delay_s`` seconds.
+
+        It never expires (``time_to_live=-1``): the default lifetime is 7 days, no longer than the
+        longest delay (a lease message hidden that long would expire unseen), and a result waiting
+        for a consumer that is down must not vanish either."""
         delay = min(MAX_DELAY_S, math.ceil(delay_s)) if delay_s > 0 else None
         try:
             self._client(queue).send_message(
-                json.dumps(document, separators=(",", ":")), visibility_timeout=delay
+                json.dumps(document, separators=(",", ":")), visibility_timeout=delay, time_to_live=-1
             )
         except AzureError as e:
             raise TransientError("QueueUnavailable", f"could not write to queue {queue}: {e}") from e

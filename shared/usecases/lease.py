@@ -77,5 +77,5 @@ def reminder(
         "leaseHours": lease.total_seconds() / 3600,
         "leasePeriod": key.period,
     }
-    once = f"lease{key.period}:{key.request_id}"
+    once = f"lease{key.period}"  # per action: two requests leasing one isolation remind once
     return Result(subject.with_details(**details), "LeaseExpired", 2 + key.period, isolation, once_key=once)

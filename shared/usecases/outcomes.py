@@ -130,12 +130,13 @@ def submitted(subject: Subject, outcome: str, action: MachineAction, machine: Ma
     name = state.pop("name")
     subject = subject.named(action.raw.get("computerDnsName") or name).with_details(**state)
     first = Result(subject, outcome, machine_action=action)
+    now = ctx.ports.clock()
+    # Recorded even when the action is already final: its lease messages name this submission.
+    ctx.ports.submissions.record(Submission(action.id, subject, now, now + ctx.settings.tracking_deadline))
     status = final_outcome(action.status)
     if status is not None:
         lease = start(action, subject, ctx) if status == "Succeeded" else ()
         return Reply(results=(first, Result.final(subject, status, action)), then=lease)
-    now = ctx.ports.clock()
-    ctx.ports.submissions.record(Submission(action.id, subject, now, now + ctx.settings.tracking_deadline))
     tracking = TrackingKey(action.id, subject.request_id)
     return Reply(
         results=(first,), sends=(Send(tracking.to_message(), delay_at(ctx.settings.tracking_schedule, 0)),)

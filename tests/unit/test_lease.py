@@ -105,6 +105,44 @@ def test_someone_elses_isolation_gets_no_lease() -> None:
     assert w.outbox.results[-1]["outcome"] == "Succeeded" and w.outbox.sent == []
 
 
+def test_a_redelivery_finding_its_isolation_already_succeeded_starts_a_lease_that_holds() -> None:
+    w = world()
+    w.mde.add(machine(PC, "ws-fin-0142.contoso.local"))
+    # The first delivery posted, then crashed; the device checked in before the redelivery.
+    own = w.mde.isolate(PC, "Ransomware [mde-containment source=canonical request=iso-2]", "Full")
+    w.mde.complete(own.id, "Succeeded")
+    w.deliver({"machineId": PC, "requestId": "iso-2", "comment": "Ransomware"}, dequeue_count=2)
+    assert w.outbox.outcomes == ["Submitted", "Succeeded"] and w.mde.count("isolate") == 1
+    ((_, lease, _),) = w.outbox.sent
+    w.outbox.sent.clear()
+    w.clock.advance(hours=25)
+    w.deliver(lease)
+    (reminder,) = reminders(w)
+    assert (reminder["requestId"], reminder["machineAction"]["id"]) == ("iso-2", own.id)
+
+
+def test_two_requests_leasing_one_isolation_get_one_reminder_per_period() -> None:
+    w = world()
+    w.mde.add(machine(PC, "ws-fin-0142.contoso.local"))
+    w.deliver({"machineId": PC, "requestId": "iso-1", "severity": "High"})
+    w.claims.rows.clear()  # the device's claim has lapsed: the next alert goes to MDE again
+    w.deliver({"machineId": PC, "requestId": "iso-late", "severity": "High"})
+    assert w.outbox.outcomes == ["Submitted", "AlreadyPending"] and len(w.mde.actions) == 1
+    w.mde.complete(w.mde.actions[-1]["id"], "Succeeded")
+    trackings = [document for _, document, _ in w.outbox.sent]
+    w.outbox.sent.clear()
+    for tracking in trackings:
+        w.deliver(tracking)
+    leases = [document for _, document, _ in w.outbox.sent]
+    assert len(leases) == 2  # each request's final result starts one
+    w.outbox.sent.clear()
+    w.clock.advance(hours=25)
+    for lease in leases:
+        w.deliver(lease)
+    assert len(reminders(w)) == 1
+    assert len(w.outbox.sent) == 1  # one chain goes on, the other ends
+
+
 def test_a_lease_longer_than_a_week_is_chained_through_the_queue() -> None:
     w = world(policy={"leaseHours": 240})  # 10 days: a queue message hides for at most 7
     w.mde.add(machine(PC, "ws-fin-0142.contoso.local"))
