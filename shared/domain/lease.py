@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..errors import InvalidRequest
@@ -55,10 +55,11 @@ def isolated_since(action: MachineAction) -> datetime | None:
     for field in ("lastUpdateDateTimeUtc", "lastUpdateTimeUtc", "creationDateTimeUtc"):
         value = action.raw.get(field)
         if isinstance(value, str) and value:
-            try:
-                return datetime.fromisoformat(value.replace("Z", "+00:00")[:32])
+            try:  # MDE writes seven fractional digits and a Z: "2026-11-23T10:00:00.1234567Z"
+                when = datetime.fromisoformat(value.replace("Z", "+00:00"))
             except ValueError:
                 continue
+            return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
     return None
 
 

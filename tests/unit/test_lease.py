@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from shared.domain.lease import isolated_since
+from shared.domain.model import MachineAction
 from tests.fakes import World, machine, world
 
 PC = "c28460d93e441d30869ebb33920c06acbb6fd75e"
@@ -180,3 +183,21 @@ def test_a_malformed_lease_message_is_rejected(period: object) -> None:
     assert [(r["outcome"], r["error"]["code"]) for r in w.outbox.results] == [
         ("Rejected", "InvalidLeaseMessage")
     ]
+
+
+T = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"lastUpdateDateTimeUtc": "2026-11-23T10:05:00.1234567Z"}, T + timedelta(0, 300.123456)),
+        ({"lastUpdateTimeUtc": "2026-11-23T10:05:00Z"}, T + timedelta(minutes=5)),
+        ({"lastUpdateDateTimeUtc": "", "creationDateTimeUtc": "2026-11-23T10:00:00.5"}, T + timedelta(0, .5)),
+        ({"lastUpdateDateTimeUtc": "yesterday"}, None),
+    ],
+)  # fmt: skip
+def test_the_isolation_took_effect_at_mdes_last_update_as_mde_writes_it(
+    raw: dict[str, str], expected: datetime | None
+) -> None:
+    assert isolated_since(MachineAction({"id": "a", **raw})) == expected
