@@ -67,6 +67,7 @@ class LocalStack:
         self.host_overrides = dict(host_overrides or {})
         self.extra_settings = dict(settings or {})
         self._hosts: list[subprocess.Popen[bytes]] = []
+        self._started = 0  # hosts started so far: names each host's log file
         self.other_results: list[dict[str, Any]] = []
         self.log_dir = self.azurite.location
 
@@ -123,7 +124,8 @@ class LocalStack:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("IDENTITY_", "MSI_"))}
         env.update(self.app_settings())
         env.update(settings)
-        log = (self.log_dir / f"funchost-{len(self._hosts)}.log").open("ab")
+        self._started += 1  # a new file per host, never an earlier host's
+        log = (self.log_dir / f"funchost-{self._started:04d}.log").open("ab")
         process = subprocess.Popen(
             [sys.executable, "-m", "devstack.funchost", "--script-root", str(ROOT), "--no-create-queues"],
             cwd=ROOT,
@@ -153,8 +155,18 @@ class LocalStack:
             process.wait()
         self._hosts.clear()
 
-    def host_logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("funchost-*.log")))
+    def host_logs(self, since: Mapping[Path, int] | None = None) -> str:
+        """Every host's log, in the order the hosts started; only what was written after ``since``
+        (a ``log_mark()``) when given: hosts write at once, so one offset into the whole would not do."""
+        since = since or {}
+        return "\n".join(
+            p.read_bytes()[since.get(p, 0) :].decode(errors="replace")
+            for p in sorted(self.log_dir.glob("funchost-*.log"))
+        )
+
+    def log_mark(self) -> dict[Path, int]:
+        """How far each host's log has been written, for ``host_logs(since=...)``."""
+        return {p: p.stat().st_size for p in self.log_dir.glob("funchost-*.log")}
 
     def stop(self) -> None:
         self.stop_hosts()

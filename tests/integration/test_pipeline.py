@@ -9,6 +9,7 @@ import json
 import re
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from azure.functions.queue import QueueMessage as TriggerMessage
@@ -203,7 +204,7 @@ def test_a_duplicate_arriving_mid_post_waits_in_the_queue_not_as_a_failure(host:
     sim.config(pending_s=3600)
     sim.fault(api="isolate", delay_s=2.5, count=1)  # the first request's POST takes 2.5 s
     stack = host()
-    log_start = len(stack.host_logs())
+    log_start = stack.log_mark()
     stack.send("isolation-requests", isolation("mid-1"))
     # The first request holds the claim and is about to post (its own-action check came first).
     wait_until(lambda: sim.requests("machineactions"), what="the first request's action check")
@@ -215,7 +216,7 @@ def test_a_duplicate_arriving_mid_post_waits_in_the_queue_not_as_a_failure(host:
     assert second["machineAction"]["id"] == first["machineAction"]["id"]
     assert second["delivery"]["dequeueCount"] == 1  # re-enqueued for a moment, not a failed run
     assert len(sim.requests("isolate")) == 1
-    log = stack.host_logs()[log_start:]
+    log = stack.host_logs(since=log_start)
     assert "storm duplicate waits for request_id=mid-2 holder_request_id=mid-1" in log
     assert "DeviceClaimPending" not in log
 
@@ -298,7 +299,7 @@ def test_persistent_5xx_ends_as_failed_retryable_and_poison_after_max_dequeue_co
 def test_429_reenqueues_for_exactly_retry_after_and_then_submits(host: Host, sim: Sim) -> None:
     sim.fault(api="isolate", status=429, count=1, retryAfter=2)
     stack = host()
-    log_start = len(stack.host_logs())
+    log_start = stack.log_mark()
     stack.send("isolation-requests", isolation("t429-1"))
     submitted, _ = results_for(stack, "t429-1", 2)
     posts = sim.requests("isolate")
@@ -310,7 +311,8 @@ def test_429_reenqueues_for_exactly_retry_after_and_then_submits(host: Host, sim
     # ...and asked for no later than Retry-After plus its spread (a quarter): the delay requested,
     # not the wall time, which a loaded machine stretches.
     (delay,) = re.findall(
-        r"throttled, re-enqueued request_id=t429-1 attempt=2 delay_s=([\d.]+)", stack.host_logs()[log_start:]
+        r"throttled, re-enqueued request_id=t429-1 attempt=2 delay_s=([\d.]+)",
+        stack.host_logs(since=log_start),
     )
     assert 2.0 <= float(delay) <= 2.5, delay
     assert submitted["outcome"] == "Submitted"
@@ -320,7 +322,7 @@ def test_429_reenqueues_for_exactly_retry_after_and_then_submits(host: Host, sim
 def test_after_a_429_nothing_goes_to_that_api_before_retry_after(host: Host, sim: Sim) -> None:
     sim.fault(api="machines", status=429, count=1, retryAfter=3)
     stack = host()
-    log_start = len(stack.host_logs())
+    log_start = stack.log_mark()
     stack.send("release-requests", release(stack, "ra-rel"))
     (released,) = results_for(stack, "ra-rel", 1)
     assert released["outcome"] == "Submitted"
@@ -337,7 +339,7 @@ def test_after_a_429_nothing_goes_to_that_api_before_retry_after(host: Host, sim
     ).total_seconds()
     assert gap >= 3.0, gap
     # Refused in process, not by MDE: no throttled attempt spent.
-    log = stack.host_logs()[log_start:]
+    log = stack.host_logs(since=log_start)
     requeued = r"throttled, re-enqueued request_id=ra-iso attempt=1 delay_s=[\d.]+ local=True"
     assert re.search(requeued, log), log
 
@@ -456,3 +458,19 @@ def test_device_names_are_resolved_exactly_never_by_substring(host: Host, sim: S
 
 def machine_record(sim: Sim, machine_id: str) -> dict[str, object]:
     return next(m for m in sim.machine_records() if m["id"] == machine_id)
+
+
+def test_host_logs_since_a_mark_hold_only_what_each_host_wrote_after_it(
+    stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stack, "log_dir", tmp_path)
+    first, second = tmp_path / "funchost-0001.log", tmp_path / "funchost-0002.log"
+    first.write_text("old first\n")
+    second.write_text("old second\n")
+    mark = stack.log_mark()
+    with first.open("a") as log:  # the earlier host writes on while a later one runs
+        log.write("new first\n")
+    third = tmp_path / "funchost-0003.log"
+    third.write_text("new third\n")
+    assert stack.host_logs(since=mark).split() == ["new", "first", "new", "third"]
+    assert "old first" in stack.host_logs() and "old second" in stack.host_logs()

@@ -92,7 +92,7 @@ def test_a_forged_tracking_message_writes_no_result(host: Host, sim: Sim) -> Non
     stack = host()
     stack.send("isolation-requests", {"machineId": ONLINE_PC, "requestId": "real-1"})
     submitted, final = results_for(stack, "real-1", 2)
-    log_start = len(stack.host_logs())
+    log_start = stack.log_mark()
     # A forged "final result": an action id no submission names, with the fields a consumer acts on.
     forged = {"tracking": {"actionId": "7f1a2b3c-0000-4000-8000-000000000001", "requestId": "real-1",
                            "source": {"system": "sentinel", "id": "/subscriptions/x?evil#y"},
@@ -104,5 +104,5 @@ def test_a_forged_tracking_message_writes_no_result(host: Host, sim: Sim) -> Non
         "isolation-requests", {"tracking": {**tracking_of(submitted)["tracking"], "requestedBy": "eve"}}
     )
     assert settled(stack, leases=1) == []
-    assert stack.host_logs()[log_start:].count("tracking message names no submission, dropped") == 1
+    assert stack.host_logs(since=log_start).count("tracking message names no submission, dropped") == 1
     assert final["source"] == submitted["source"] and "requestedBy" not in final
