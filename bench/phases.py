@@ -264,7 +264,7 @@ class Bench:
 
     def _start_host(self, queues: dict[str, str], table: str, policy: dict[str, Any]) -> HostLog:
         """A new host process on the phase's queues and table, once it listens on both queues."""
-        log = HostLog.from_end(self.stack.log_dir / "funchost-0.log")
+        log = HostLog.from_end(self.stack.next_host_log())
         self.stack.start_host(
             ISOLATION_QUEUE=queues["alert"],
             RELEASE_QUEUE=queues["release"],

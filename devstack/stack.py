@@ -124,8 +124,8 @@ class LocalStack:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("IDENTITY_", "MSI_"))}
         env.update(self.app_settings())
         env.update(settings)
-        self._started += 1  # a new file per host, never an earlier host's
-        log = (self.log_dir / f"funchost-{self._started:04d}.log").open("ab")
+        log = self.next_host_log().open("ab")  # a new file per host, never an earlier host's
+        self._started += 1
         process = subprocess.Popen(
             [sys.executable, "-m", "devstack.funchost", "--script-root", str(ROOT), "--no-create-queues"],
             cwd=ROOT,
@@ -163,6 +163,10 @@ class LocalStack:
             p.read_bytes()[since.get(p, 0) :].decode(errors="replace")
             for p in sorted(self.log_dir.glob("funchost-*.log"))
         )
+
+    def next_host_log(self) -> Path:
+        """The log file the next host started will write."""
+        return self.log_dir / f"funchost-{self._started + 1:04d}.log"
 
     def log_mark(self) -> dict[Path, int]:
         """How far each host's log has been written, for ``host_logs(since=...)``."""
