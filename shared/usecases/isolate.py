@@ -1,10 +1,11 @@
 """An isolation request's story, from the device it names to its first result.
 
 The gate, in this order:
-0. an open breaker holds the request before any look-up (a request already holding a slot, a
-   redelivery, goes on);
 1. storm de-duplication: the device is claimed first, so a storm's duplicates are answered from the
    ledger (``AlreadyPending`` with the holder's action) at no MDE cost, not even a look-up;
+   an open breaker holds the request before any MDE look-up: before the device is located when the
+   request names it by DNS name or IP, else once it is claimed (a redelivery already holding a
+   slot goes on);
 2. policy: ``protected``, then ``minimumSeverity`` (``Skipped``, with the rule), after the one
    machine look-up the policy may need;
 3. the breaker (``HeldForApproval``): only a request that would be isolated takes a slot;
@@ -44,12 +45,15 @@ def isolate(request: ContainmentRequest, delivery: Delivery, ctx: Context) -> Re
     log_arrival(request, delivery)
     subject = Subject.of(request)
     try:
-        if (open_breaker := ctx.ports.breaker.check(request.request_id, ctx.ports.clock())) is not None:
+        by_lookup = request.device.machine_id is None  # locating the device is an MDE call
+        if by_lookup and (open_breaker := breaker_open(request, ctx)) is not None:
             return held(request, subject, open_breaker)
         machine, subject = locate(request, subject, ctx)
         with hold_device(ctx, machine["id"], request) as hold:
             if not hold.claim.won:
                 return answer_duplicate(request, subject, hold.claim, ctx)
+            if not by_lookup and (open_breaker := breaker_open(request, ctx)) is not None:
+                return held(request, subject, open_breaker)
             machine = policy_facts(machine, ctx)
             subject = subject.named(machine.get("computerDnsName"))
             decision = decide_isolation(request, machine, ctx.settings.isolation_policy)
@@ -71,6 +75,10 @@ def isolate(request: ContainmentRequest, delivery: Delivery, ctx: Context) -> Re
     except Exception as e:  # noqa: BLE001 - every way a story ends early has its reply
         return ended(request, subject, e, delivery, ctx)
     return submitted(subject, done.outcome, done.action, machine, ctx)
+
+
+def breaker_open(request: ContainmentRequest, ctx: Context) -> BreakerResult | None:
+    return ctx.ports.breaker.check(request.request_id, ctx.ports.clock())
 
 
 def held(request: ContainmentRequest, subject: Subject, breaker: BreakerResult) -> Reply:
