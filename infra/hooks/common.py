@@ -16,9 +16,11 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 AZD_MINIMUM = (1, 18, 0)
+GRANT_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "grant-mde-permissions.sh"
 # Hook-owned names: written by the hooks, read by infra/main.bicepparam.
 OPERATOR_PRINCIPAL_TYPE = "OPERATOR_PRINCIPAL_TYPE"
 VAULT_CREATE_MODES = {

@@ -18,10 +18,10 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from common import (
+    GRANT_SCRIPT,
     GRANT_VIA_BICEP,
     TICKET_SECRETS,
     HookError,
@@ -34,7 +34,6 @@ from common import (
     required,
 )
 
-GRANT_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "grant-mde-permissions.sh"
 # Microsoft: "To force resolution of your app's Key Vault references, make an authenticated POST
 # request to .../config/configreferences/appsettings/refresh?api-version=2022-03-01"
 # (https://learn.microsoft.com/azure/app-service/app-service-key-vault-references#understand-rotation).

@@ -20,11 +20,11 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 from common import (
     AZD_MINIMUM,
+    GRANT_SCRIPT,
     GRANT_VIA_BICEP,
     OPERATOR_PRINCIPAL_TYPE,
     TICKET_SECRETS,
@@ -41,7 +41,6 @@ from common import (
     token_claims,
 )
 
-GRANT_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "grant-mde-permissions.sh"
 PRINCIPAL_TYPES = ("User", "Group", "ServicePrincipal")
 # What infra/ deploys, by resource provider. Flex Consumption also needs Microsoft.App
 # (https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan, Considerations).

@@ -17,13 +17,12 @@ from .submit import Submission
 class DeviceHold:
     """This request's claim on a device (``claim``); ``submitted`` records the isolation and keeps it."""
 
-    def __init__(self, ctx: Context, machine_id: str, request_id: str, claim: Claim, *, real: bool) -> None:
+    def __init__(self, ctx: Context, machine_id: str, request_id: str, claim: Claim) -> None:
         self.claim = claim
         self._ctx = ctx
         self._machine_id = machine_id
         self._request_id = request_id
-        self._real = real
-        self.kept = not real
+        self.kept = False
 
     def submitted(self, submission: Submission, now: datetime) -> None:
         """The isolation went to MDE: storm duplicates now get its action, and the claim is kept."""
@@ -38,11 +37,11 @@ def hold_device(ctx: Context, machine_id: str, request: ContainmentRequest) -> I
     now = ctx.ports.clock()
     if ctx.settings.dry_run:
         unclaimed = Claim(True, request.request_id, None, "claimed", now)
-        yield DeviceHold(ctx, machine_id, request.request_id, unclaimed, real=False)
+        yield DeviceHold(ctx, machine_id, request.request_id, unclaimed)
         return
     window = ctx.settings.isolation_policy.dedupe_window
     claim = ctx.ports.claims.claim(machine_id, request.request_id, now, window)
-    hold = DeviceHold(ctx, machine_id, request.request_id, claim, real=True)
+    hold = DeviceHold(ctx, machine_id, request.request_id, claim)
     try:
         yield hold
     finally:

@@ -4,8 +4,8 @@ The gate, in this order:
 1. storm de-duplication: the device is claimed first, so a storm's duplicates are answered from the
    ledger (``AlreadyPending`` with the holder's action) at no MDE cost, not even a look-up;
    an open breaker holds the request before any MDE look-up: before the device is located when the
-   request names it by DNS name or IP, else once it is claimed (a redelivery already holding a
-   slot goes on);
+   request names it by DNS name or IP, and before the Machine record the policy may need is read (a
+   redelivery already holding a slot goes on); otherwise the breaker's slot decides, below;
 2. policy: ``protected``, then ``minimumSeverity`` (``Skipped``, with the rule), after the one
    machine look-up the policy may need;
 3. the breaker (``HeldForApproval``): only a request that would be isolated takes a slot;
@@ -52,7 +52,7 @@ def isolate(request: ContainmentRequest, delivery: Delivery, ctx: Context) -> Re
         with hold_device(ctx, machine["id"], request) as hold:
             if not hold.claim.won:
                 return answer_duplicate(request, subject, hold.claim, ctx)
-            if not by_lookup and (open_breaker := breaker_open(request, ctx)) is not None:
+            if needs_facts(machine, ctx) and (open_breaker := breaker_open(request, ctx)) is not None:
                 return held(request, subject, open_breaker)
             machine = policy_facts(machine, ctx)
             subject = subject.named(machine.get("computerDnsName"))
@@ -90,10 +90,14 @@ def held(request: ContainmentRequest, subject: Subject, breaker: BreakerResult) 
 def policy_facts(machine: Machine, ctx: Context) -> Machine:
     """The Machine record when the policy needs facts a request by id does not carry (tags, group,
     OS, onboarding status): one ``GET /api/machines/{id}``, cached per process."""
-    policy = ctx.settings.isolation_policy
-    if not needs_machine_lookup(policy) or "onboardingStatus" in machine:
+    if not needs_facts(machine, ctx):
         return machine
     return {**(ctx.devices.machine(machine["id"]) or {}), "id": machine["id"]}
+
+
+def needs_facts(machine: Machine, ctx: Context) -> bool:
+    """Whether deciding needs the Machine record: a look-up, so an open breaker is checked first."""
+    return needs_machine_lookup(ctx.settings.isolation_policy) and "onboardingStatus" not in machine
 
 
 def answer_duplicate(request: ContainmentRequest, subject: Subject, claim: Claim, ctx: Context) -> Reply:

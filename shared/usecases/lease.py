@@ -13,7 +13,7 @@ from ..domain.lease import LeaseKey, due, isolated_since, lease_end
 from ..domain.model import Action, MachineAction, Source
 from ..domain.results import Delivery, Result, Subject
 from ..domain.tracking import Submission
-from ..errors import MdeThrottled, PermanentError
+from ..errors import MdeNotFound, MdeThrottled, PermanentError
 from .context import Context
 from .lease_start import delay
 from .outcomes import interrupted
@@ -36,11 +36,12 @@ def remind(key: LeaseKey, action: Action, delivery: Delivery, ctx: Context) -> R
             return Reply()
         subject = submission.subject
         return check(key, submission, ctx)
-    except PermanentError as e:
-        logger.warning(
-            "lease ended: the isolation cannot be read action_id=%s code=%s", key.action_id, e.code
-        )
+    except MdeNotFound as e:
+        logger.warning("lease ended: the isolation is gone action_id=%s code=%s", key.action_id, e.code)
         return Reply()
+    except PermanentError as e:  # MDE refused the check (a missing role, say): never forget the device
+        logger.warning("lease check refused action_id=%s code=%s", key.action_id, e.code)
+        return unchecked(key, subject, e, ctx)
     except Exception as e:  # noqa: BLE001 - transient, or a bug: the host redelivers either way
         return interrupted(subject, e, delivery, ctx, sequence=2 + key.period)
 
@@ -77,5 +78,22 @@ def reminder(
         "leaseHours": lease.total_seconds() / 3600,
         "leasePeriod": key.period,
     }
-    once = f"lease{key.period}"  # per action: two requests leasing one isolation remind once
-    return Result(subject.with_details(**details), "LeaseExpired", 2 + key.period, isolation, once_key=once)
+    return Result(
+        subject.with_details(**details), "LeaseExpired", 2 + key.period, isolation, once_key=once(key)
+    )
+
+
+def unchecked(key: LeaseKey, subject: Subject, error: PermanentError, ctx: Context) -> Reply:
+    """A period whose check MDE refused: the SOC hears of it once (``Failed``, with the error), and
+    the lease goes on to the next period, so the device is checked again rather than forgotten."""
+    isolation = MachineAction({"id": key.action_id, "type": "Isolate", "status": "Unknown"})
+    failed = Result(subject, "Failed", 2 + key.period, isolation, error=error, once_key=once(key))
+    lease = ctx.settings.isolation_policy.lease
+    return Reply(results=(failed,), then=(Send(key.next().to_message(), delay(lease)),))
+
+
+def once(key: LeaseKey) -> str:
+    """A period's result is written once per isolation, whichever request's lease reaches it (two
+    requests may lease one isolation); "#" keeps the key apart from every request id, the key of a
+    final result on the same action."""
+    return f"lease#{key.period}"

@@ -44,6 +44,8 @@ def submit(
     the machine's actions, when the caller has just listed them (saves listing them again);
     ``repeat``: the ledger knows this request already went this far (the same message sent again)."""
     if repeat or delivery.dequeue_count > 1 or request.attempt > 1:
+        if known is None:  # one list serves the look for our own action and the opposite ones
+            known = mde.list_actions(machine_id)
         own = find_own_action(mde, machine_id, request, known)
         if own is not None:
             return Submission("Submitted" if own.is_final else "AlreadyPending", own)

@@ -12,6 +12,7 @@ from ..domain.approval import Approval, jira_approval, servicenow_approval, stor
 from ..domain.events.tickets import field_text
 from ..domain.model import ContainmentRequest, TicketSystem
 from ..errors import InvalidRequest, PermanentError
+from ..ports import ServiceNow
 from .context import Context
 
 SETTING_OF = {"jira": "JIRA_BASE_URL", "servicenow": "SERVICENOW_BASE_URL"}
@@ -43,7 +44,7 @@ def approval_of(request: ContainmentRequest, ctx: Context) -> Approval:
         base = ctx.settings.jira_base_url or ""
         return replace(approval, url=f"{base}/browse/{quote(approval.ticket_id, safe='')}")
     if system == "servicenow" and ctx.ports.servicenow is not None:
-        return _servicenow(ticket, ctx)
+        return _servicenow(ticket, ctx.ports.servicenow, ctx)
     if ctx.settings.isolation_policy.release.trust_unverified_requests:
         return unverified_approval(request)
     why = (
@@ -54,10 +55,8 @@ def approval_of(request: ContainmentRequest, ctx: Context) -> Approval:
     raise InvalidRequest("UnverifiedRelease", f"ticket {ticket or '(none)'} cannot be verified: {why}")
 
 
-def _servicenow(number: str, ctx: Context) -> Approval:
-    servicenow, mapping = ctx.ports.servicenow, ctx.settings.ticket_mappings.servicenow
-    if servicenow is None:
-        raise InvalidRequest("UnverifiedRelease", "the servicenow ticket system is not configured")
+def _servicenow(number: str, servicenow: ServiceNow, ctx: Context) -> Approval:
+    mapping = ctx.settings.ticket_mappings.servicenow
     record = servicenow.record(mapping.table, number, mapping.record_fields())
     if record is None:
         raise PermanentError("ServiceNowTicketNotFound", f"no {mapping.table} record {number} in ServiceNow")

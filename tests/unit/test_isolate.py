@@ -158,20 +158,27 @@ def open_breaker(w: World) -> World:
     return w
 
 
+VIP = {"protected": {"tags": ["VIP"]}}  # a policy that needs the Machine record: one look-up
+
+
 @pytest.mark.parametrize(
-    "request_body",
+    ("request_body", "policy"),
     [
-        {"deviceName": PC_NAME, "requestId": "by-name", "severity": "High"},
-        {"ipAddress": "10.1.2.3", "timestamp": "2026-11-23T10:00:00+00:00", "requestId": "by-ip"},
-        isolation("by-id", machine_id="2" * 40),
+        ({"deviceName": PC_NAME, "requestId": "by-name", "severity": "High"}, {}),
+        ({"ipAddress": "10.1.2.3", "timestamp": "2026-11-23T10:00:00+00:00", "requestId": "by-ip"}, {}),
+        (isolation("by-id", machine_id="2" * 40), {}),
+        (isolation("by-id-facts", machine_id="2" * 40), VIP),
     ],
 )
-def test_an_open_breaker_holds_a_request_before_any_look_up(request_body: dict[str, Any]) -> None:
-    w = open_breaker(fleet(world(policy={**OPEN, "breaker": {"maxIsolations": 1, "windowMinutes": 60}})))
+def test_an_open_breaker_holds_a_request_before_any_look_up(
+    request_body: dict[str, Any], policy: dict[str, Any]
+) -> None:
+    breaker = {"breaker": {"maxIsolations": 1, "windowMinutes": 60}}
+    w = open_breaker(fleet(world(policy={**OPEN, **breaker, **policy})))
     w.deliver(request_body)
     (held,) = w.outbox.results
     assert (held["outcome"], held["breaker"]["count"]) == ("HeldForApproval", 1)
-    assert w.mde.calls == [] and w.claims.rows.keys() == {PC}  # no look-up, no claim
+    assert w.mde.calls == [] and w.claims.rows.keys() == {PC}  # no look-up, no claim kept
 
 
 def test_an_open_breaker_holds_every_request_of_a_fanned_out_event_at_no_mde_cost() -> None:

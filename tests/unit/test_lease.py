@@ -10,7 +10,8 @@ import pytest
 
 from shared.domain.lease import isolated_since
 from shared.domain.model import MachineAction
-from tests.fakes import World, machine, world
+from shared.errors import MdePermanentError
+from tests.fakes import World, machine, raises, world
 
 PC = "c28460d93e441d30869ebb33920c06acbb6fd75e"
 DAY = 24 * 3600.0
@@ -201,3 +202,34 @@ def test_the_isolation_took_effect_at_mdes_last_update_as_mde_writes_it(
     raw: dict[str, str], expected: datetime | None
 ) -> None:
     assert isolated_since(MachineAction({"id": "a", **raw})) == expected
+
+
+def test_a_refused_check_is_reported_once_and_the_lease_goes_on() -> None:
+    w = world()
+    lease = isolated(w)
+    w.clock.advance(hours=25)
+    refused = raises(MdePermanentError, "Forbidden", 403)  # the app's MDE role was removed, say
+    w.mde.fail["machineactions"] = [refused, refused]
+    w.deliver(lease)
+    w.deliver(lease, dequeue_count=2)  # the same period again: reported once
+    (failed,) = [r for r in w.outbox.results if r["outcome"] == "Failed"]
+    assert (failed["sequence"], failed["error"]["code"], failed["machineAction"]["id"]) == (
+        3,
+        "Forbidden",
+        lease["lease"]["actionId"],
+    )
+    ((_, following, delay),) = w.outbox.sent
+    assert following["lease"]["period"] == 2 and delay == DAY
+    w.outbox.sent.clear()
+    w.clock.advance(hours=24)
+    w.deliver(following)  # the role is back: the device is still remembered
+    assert [r["leasePeriod"] for r in reminders(w)] == [2]
+
+
+def test_a_lease_ends_when_its_isolation_is_gone_from_mde() -> None:
+    w = world()
+    lease = isolated(w)
+    w.mde.actions.clear()
+    w.clock.advance(hours=25)
+    w.deliver(lease)
+    assert w.outbox.results[-1]["outcome"] != "LeaseExpired" and w.outbox.sent == []
