@@ -182,7 +182,7 @@ class ApiLog:
         if method == "POST" and status == 201 and path.endswith(_SUBMITS):
             key = f"{path.rsplit('/', 1)[1]}:{path.split('/')[3]}"
             self.submitted_any.add(key)
-            at = _iso_to_epoch(entry["time"])
+            at = iso_to_epoch(entry["time"])
             if at <= seen.window_end:
                 self.first_submit.setdefault(key, (at - seen.t0) * time_scale)
 
@@ -287,6 +287,6 @@ def host_starts(host_log: str) -> dict[str, float]:
     return starts
 
 
-def _iso_to_epoch(text: str) -> float:
+def iso_to_epoch(text: str) -> float:
     """The simulator's ``2026-11-23T10:00:00.1234560Z`` -> epoch seconds."""
     return datetime.fromisoformat(text.rstrip("Z")[:26]).replace(tzinfo=UTC).timestamp()

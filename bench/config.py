@@ -24,6 +24,8 @@ TARGETS = {
     "lost": 0,
     "overhead_p50_ms": 2.0,
     "cold_ratio": 1.2,
+    "contain_p50_s": 0.5,  # quiet system, alert -> MDE POST received, real seconds
+    "contain_p99_s": 1.5,
 }
 
 
@@ -47,6 +49,8 @@ class Config:
     tail_time_scale: float = 60.0  # after the window: fast clock, only to collect every result
     drain_timeout_s: float = 120.0  # real seconds to wait for the remaining results after the window
     seed: int = 8
+    quiet_alerts: int = 200  # single alerts of the quiet-system phase, one device each (0: skipped)
+    quiet_cap_s: float | None = None  # its maxPollingInterval (real s); None: host.json's
 
 
 FULL = Config("full", alerts=1000, devices=50, releases=50, time_scale=2.0, cutoff_s=150.0)
@@ -59,4 +63,5 @@ QUICK = Config(
     overhead_passes=1,
     cold_runs=0,
     drain_timeout_s=30.0,
+    quiet_alerts=4,
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -21,21 +22,25 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueClient, QueueServiceClient
 
+from devstack import httptrace
 from devstack.control import IdentityControl, MdeControl
 from devstack.funchost import POISON_SUFFIX, QueueOptions, effective_host_json
 from devstack.stack import LocalStack
 from shared.domain.results import Delivery
 
+from . import quiet
 from .analysis import Observed, Sent, analyse
 from .config import RATE_PER_HOUR, RATE_PER_MINUTE, ROOT, TRACKING_SCHEDULE, Config
 from .naive import Playbook, playbook_jobs, playbook_token
-from .workload import Device, Message, expected_requests
+from .trails import Endpoints
+from .workload import Device, Message, expected_requests, sim_machine
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 START_DELAY_S = 0.3  # real: the first message of a workload is sent this long after t0 is fixed
 APPROVER = "5b10a2844c20165700ede21b"  # the Jira simulator's Ana Approver
 REQUESTER = "5b10a2844c20165700ede21d"  # Ben Requester, created for the releases' issues
+POLLING_SETTING = "AzureFunctionsJobHost__extensions__queues__maxPollingInterval"
 
 
 def _timespan(seconds: float) -> str:
@@ -44,10 +49,15 @@ def _timespan(seconds: float) -> str:
     return f"00:{whole // 60:02d}:{whole % 60:02d}.{fraction:03d}"
 
 
+def queue_options() -> QueueOptions:
+    """The project's host.json queue settings, as the host reads them."""
+    return QueueOptions.from_host_json(effective_host_json(ROOT, {}), {})
+
+
 def host_overrides(time_scale: float) -> dict[str, str]:
     """host.json's queue timings (polling interval, retry delay) scaled like the simulator's; the
     host's own processing time cannot be scaled and is what it is."""
-    queues = QueueOptions.from_host_json(effective_host_json(ROOT, {}), {})
+    queues = queue_options()
     return {
         "maxPollingInterval": _timespan(max(0.1, queues.max_polling_interval / time_scale)),
         "visibilityTimeout": _timespan(max(1.0, round(queues.visibility_timeout / time_scale))),
@@ -158,6 +168,13 @@ class Collector(threading.Thread):
         with self.lock:
             return list(self.results)
 
+    def has(self, request_id: str, sequence: int) -> bool:
+        """Whether result ``sequence`` (1 first, 2 final) of ``request_id`` has been read."""
+        with self.lock:
+            return any(
+                r.get("requestId") == request_id and r.get("sequence") == sequence for _, r in self.results
+            )
+
     def first_result_ids(self) -> set[str]:
         """Request ids of the first results (``sequence: 1``) read so far."""
         return {r["requestId"] for _, r in self.snapshot() if r.get("sequence") == 1}
@@ -262,17 +279,21 @@ class Bench:
             "poison": poison,
         }
 
-    def _start_host(self, queues: dict[str, str], table: str, policy: dict[str, Any]) -> HostLog:
-        """A new host process on the phase's queues and table, once it listens on both queues."""
+    def _start_host(
+        self, queues: dict[str, str], table: str, policy: dict[str, Any], **settings: str
+    ) -> HostLog:
+        """A new host process on the phase's queues and table, once it listens on both queues;
+        ``settings`` override the phase's defaults."""
         log = HostLog.from_end(self.stack.next_host_log())
-        self.stack.start_host(
-            ISOLATION_QUEUE=queues["alert"],
-            RELEASE_QUEUE=queues["release"],
-            RESULTS_QUEUE=queues["results"],
-            LEDGER_TABLE=table,
-            ISOLATION_POLICY=json.dumps(policy),
-            TRACKING_SCHEDULE=TRACKING_SCHEDULE,
-        )
+        defaults = {
+            "ISOLATION_QUEUE": queues["alert"],
+            "RELEASE_QUEUE": queues["release"],
+            "RESULTS_QUEUE": queues["results"],
+            "LEDGER_TABLE": table,
+            "ISOLATION_POLICY": json.dumps(policy),
+            "TRACKING_SCHEDULE": TRACKING_SCHEDULE,
+        }
+        self.stack.start_host(**(defaults | settings))
         self._wait_host_ready(log, (queues["alert"], queues["release"]))
         return log
 
@@ -312,6 +333,53 @@ class Bench:
             time.sleep(0.1)
         time.sleep(max(0.5, 5.0 / cfg.time_scale))  # a late duplicate would show up now
         return tail
+
+    # --- the quiet system ----------------------------------------------------------------------
+
+    def run_quiet(self, devices: Sequence[Device], policy: dict[str, Any]) -> dict[str, Any]:
+        """Single alerts on an idle system, one device each, through the host with its HTTP trace on
+        and the unscaled ``maxPollingInterval`` (this phase's times are real seconds)."""
+        cap = self.cfg.quiet_cap_s or queue_options().max_polling_interval
+        queues, table = self._fresh([sim_machine(d, "Workstations") for d in devices])
+        self.sim.config(pending_s=0, in_progress_s=0)  # each action final at its first check
+        log = self._start_host(
+            queues,
+            table,
+            policy,
+            TRACKING_SCHEDULE=quiet.TRACKING_SCHEDULE,
+            **{httptrace.TRACE_ENV: "1", POLLING_SETTING: _timespan(cap)},
+        )
+        collector = Collector(self.stack.queue(queues["results"]))
+        collector.start()
+        started = time.monotonic()
+        sent = quiet.send_spaced(
+            self.stack.queue(queues["alert"]),
+            quiet.quiet_alerts(devices),
+            lambda request_id: collector.has(request_id, 2),
+            quiet.gap_after(cap, random.Random(self.cfg.seed)),  # noqa: S311 - spacing, not a secret
+        )
+        real_s = time.monotonic() - started
+        collector.finish()
+        wound = self._wind_up("quiet", log, queues, table)
+        urls = {
+            "queue": self.stack.azurite.queue_url,
+            "table": self.stack.azurite.table_url,
+            "mde": self.stack.mde_url,
+            "identity": self.stack.identity_url,
+        }
+        seen = quiet.QuietObserved(
+            sent=sent,
+            results=collector.snapshot(),
+            host_log=wound["host_log"],
+            recorded=wound["recorded"],
+            token_requests=wound["token_requests"],
+            poison=wound["poison"],
+            cap_s=cap,
+            endpoints=Endpoints.of(urls, queues["results"]),
+            isolation_queue=queues["alert"],
+            real_s=real_s,
+        )
+        return quiet.analyse_quiet(seen)
 
     # --- the naive playbook ------------------------------------------------------------------------
 

@@ -48,7 +48,7 @@ from .config import FULL, FUNCTION_MODULES, POLICY, QUICK, Config
 from .overhead import measure_cold_start, measure_overhead
 from .phases import Bench
 from .report import render
-from .workload import Workloads, build_workloads
+from .workload import Workloads, build_workloads, make_devices
 
 T = TypeVar("T")
 
@@ -80,8 +80,11 @@ def run(
     policy: dict[str, Any] | None = None,
     keep_logs: Path | None = None,
     progress: Progress | None = None,
+    phase: str = "all",
 ) -> dict[str, Any]:
-    """The whole benchmark; returns the report (``render`` prints it)."""
+    """The whole benchmark (``phase`` "all"), or its storm part (overhead, cold start, storm, mixed,
+    naive: "storm") or the quiet-system phase alone ("latency"); returns the report (``render``
+    prints it)."""
     started = time.monotonic()
     progress = progress or Progress()
     policy = POLICY if policy is None else policy
@@ -92,7 +95,16 @@ def run(
         "machine": machine_info(),
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    # In-process measurements first, while nothing else of ours runs.
+    if phase != "latency":
+        report |= in_process(cfg, work, policy, progress)
+    report |= stack_phases(cfg, work, policy, keep_logs, progress, phase)
+    report["wall_s"] = time.monotonic() - started
+    return report
+
+
+def in_process(cfg: Config, work: Workloads, policy: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """The per-message overhead and the cold imports, measured first, while nothing else of ours runs."""
+    report: dict[str, Any] = {}
     report["overhead"] = progress.step(
         "overhead",
         f"{cfg.overhead_passes} x {len(work.storm):,} storm messages on in-memory ports, in this process",
@@ -111,42 +123,62 @@ def run(
         if cfg.cold_runs
         else None
     )
-    report |= stack_phases(cfg, work, policy, keep_logs, progress)
-    report["wall_s"] = time.monotonic() - started
     return report
 
 
 def stack_phases(
-    cfg: Config, work: Workloads, policy: dict[str, Any], keep_logs: Path | None, progress: Progress
+    cfg: Config,
+    work: Workloads,
+    policy: dict[str, Any],
+    keep_logs: Path | None,
+    progress: Progress,
+    phase: str = "all",
 ) -> dict[str, dict[str, Any]]:
-    """The storm, mixed and naive phases, one after the other on one local stack."""
+    """The storm, mixed and naive phases, then the quiet system, one after the other on one stack."""
+    progress("stack: starting Azurite, the identity endpoint and the MDE simulator")
+    phases: dict[str, dict[str, Any]] = {}
+    with Bench(cfg) as bench:
+        bench.keep_logs = keep_logs
+        if phase != "latency":
+            phases |= storm_phases(bench, cfg, work, policy, progress)
+        if phase != "storm" and cfg.quiet_alerts:
+            devices = make_devices("ws-quiet", cfg.quiet_alerts)
+            phases["quiet"] = progress.step(
+                "phase quiet",
+                f"{len(devices)} single alerts, one device each, idle between, real time",
+                lambda: bench.run_quiet(devices, policy),
+                _quiet_summary,
+            )
+    return phases
+
+
+def storm_phases(
+    bench: Bench, cfg: Config, work: Workloads, policy: dict[str, Any], progress: Progress
+) -> dict[str, dict[str, Any]]:
+    """The storm, mixed and naive phases."""
     machines, devices = work.machines, work.storm_devices
     storm = f"{len(work.storm):,} alerts for {cfg.devices} devices"
     timing = f" within {cfg.window_s:.0f} s simulated, time_scale {cfg.time_scale:g}"
-    progress("stack: starting Azurite, the identity endpoint and the MDE simulator")
-    with Bench(cfg) as bench:
-        bench.keep_logs = keep_logs
-        phases = {
-            "storm": progress.step(
-                "phase storm",
-                storm + timing + ", through the local Functions host",
-                lambda: bench.run_pipeline("storm", work.storm, machines, devices, policy),
-                _pipeline_summary,
-            ),
-            "mixed": progress.step(
-                "phase mixed",
-                f"{storm} + {len(work.releases)} release tickets{timing}",
-                lambda: bench.run_pipeline("mixed", work.mixed, machines, devices, policy),
-                _pipeline_summary,
-            ),
-            "naive": progress.step(
-                "phase naive",
-                f"the mixed workload, one POST per alert-device from {cfg.naive_workers} playbook runs",
-                lambda: bench.run_naive("naive", work.mixed, machines, devices),
-                _naive_summary,
-            ),
-        }
-    return phases
+    return {
+        "storm": progress.step(
+            "phase storm",
+            storm + timing + ", through the local Functions host",
+            lambda: bench.run_pipeline("storm", work.storm, machines, devices, policy),
+            _pipeline_summary,
+        ),
+        "mixed": progress.step(
+            "phase mixed",
+            f"{storm} + {len(work.releases)} release tickets{timing}",
+            lambda: bench.run_pipeline("mixed", work.mixed, machines, devices, policy),
+            _pipeline_summary,
+        ),
+        "naive": progress.step(
+            "phase naive",
+            f"the mixed workload, one POST per alert-device from {cfg.naive_workers} playbook runs",
+            lambda: bench.run_naive("naive", work.mixed, machines, devices),
+            _naive_summary,
+        ),
+    }
 
 
 def _pipeline_summary(phase: dict[str, Any]) -> str:
@@ -158,6 +190,17 @@ def _pipeline_summary(phase: dict[str, Any]) -> str:
     return (
         f"{_isolated(phase)}{releases}; first results "
         f"{phase['written_results']:,}/{phase['expected_results']:,}, {phase['lost']:,} lost"
+    )
+
+
+def _quiet_summary(phase: dict[str, Any]) -> str:
+    post, storage = phase["to_post"], phase["storage_per_request"]
+    if post is None or storage is None:
+        return f"no alert timed ({phase['timed']}/{phase['alerts']})"
+    return (
+        f"alert -> POST p50 {post['p50']:.3f} s, p99 {post['p99']:.3f} s; per request "
+        f"{storage['mean']:.1f} storage transactions and {phase['mde_per_request']['mean']:.1f} MDE calls "
+        f"to the first result; {phase['missing']} results missing"
     )
 
 
@@ -195,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``python -m bench.storm``: run, print the table on stdout, optionally write the raw JSON."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    report = run(_config(args), policy=json.loads(args.policy), keep_logs=args.keep_logs)
+    report = run(_config(args), policy=json.loads(args.policy), keep_logs=args.keep_logs, phase=args.phase)
     print(render(report), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, default=lambda o: getattr(o, "__dict__", str(o)), indent=1))
@@ -227,6 +270,21 @@ def _parser() -> argparse.ArgumentParser:
         "--devices", type=int, help="distinct devices in the storm (full: 50; over 100 the limit binds)"
     )
     parser.add_argument("--alerts", type=int, help="alert messages in the storm (full: 1,000)")
+    parser.add_argument(
+        "--phase",
+        choices=("all", "storm", "latency"),
+        default="all",
+        help="everything (default); the storm part (overhead, cold start, storm, mixed, naive); or the "
+        "quiet-system phase alone (time to contain, cost per device, the polling trade-off)",
+    )
+    parser.add_argument(
+        "--latency-alerts", type=int, help="single alerts of the quiet-system phase (full: 200; 0: skip it)"
+    )
+    parser.add_argument(
+        "--max-polling-interval",
+        type=float,
+        help="the quiet-system phase's maxPollingInterval in seconds (default: host.json's)",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw report as JSON here")
     parser.add_argument("--keep-logs", type=Path, help="keep each phase's host log and MDE request log here")
     return parser
@@ -245,6 +303,10 @@ def _config(args: argparse.Namespace) -> Config:
         cfg = replace(cfg, alerts=args.alerts)
     if args.tail_time_scale:
         cfg = replace(cfg, tail_time_scale=args.tail_time_scale)
+    if args.latency_alerts is not None:
+        cfg = replace(cfg, quiet_alerts=args.latency_alerts)
+    if args.max_polling_interval:
+        cfg = replace(cfg, quiet_cap_s=args.max_polling_interval)
     return cfg
 
 

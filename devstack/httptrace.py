@@ -92,7 +92,27 @@ def _traced_send(self: HTTPAdapter, request: requests.PreparedRequest, **kwargs:
 def _describe(request: requests.PreparedRequest) -> dict[str, Any]:
     url = urlsplit(request.url or "")
     query = {k: v for k, v in parse_qsl(url.query, keep_blank_values=True) if k not in _HIDDEN_PARAMS}
-    return {"m": request.method, "host": url.netloc, "path": url.path, "q": query}
+    described: dict[str, Any] = {"m": request.method, "host": url.netloc, "path": url.path, "q": query}
+    keys = _entity_keys(request.body)
+    if keys:
+        described["keys"] = keys
+    return described
+
+
+def _entity_keys(body: object) -> list[str] | None:
+    """A table entity's PartitionKey and RowKey when the body is one (an insert names them only
+    there): identifiers, the only part of a body the trace keeps."""
+    if not isinstance(body, bytes | str) or "PartitionKey" not in (
+        body if isinstance(body, str) else body.decode("utf-8", "replace")
+    ):
+        return None
+    try:
+        entity = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(entity, dict):
+        return None
+    return [str(entity.get("PartitionKey", "")), str(entity.get("RowKey", ""))]
 
 
 def _emit(record: dict[str, Any]) -> None:
