@@ -18,6 +18,7 @@ from .config import (
     TRACKING_SCHEDULE,
     Config,
 )
+from .trails import STORAGE_PREFIXES
 from .workload import SHAPES
 
 Phase = dict[str, Any]  # one phase's figures, as ``analysis.analyse`` returns them
@@ -371,13 +372,12 @@ def _quiet_costs(table: Table, quiet: Phase) -> None:
     total = (storage_first or 0) + (storage_check or 0) * quiet["checks_per_request"]
     shown = f"{_f(storage_first)} / {_f(storage_check)}; total {_f(total)}"
     table.row("storage transactions (queue + table)", shown)
-    for name in sorted(set(first) | set(check), key=lambda n: (n.startswith("MDE"), n)):
-        if name.startswith("MDE: "):
-            continue
+    names = sorted(set(first) | set(check))
+    for name in (n for n in names if n.startswith(STORAGE_PREFIXES)):
         table.row(f"  {name}", f"{_f(first.get(name, 0.0))} / {_f(check.get(name, 0.0))}")
     mde_first, mde_check = _pick(quiet["mde_per_request"], "mean"), _pick(quiet["mde_per_check"], "mean")
-    table.row("MDE API calls", f"{_f(mde_first)} / {_f(mde_check)}")
-    for name in sorted(n for n in set(first) | set(check) if n.startswith("MDE: ")):
+    table.row("MDE API calls (and token requests)", f"{_f(mde_first)} / {_f(mde_check)}")
+    for name in (n for n in names if not n.startswith(STORAGE_PREFIXES)):
         table.row(f"  {name}", f"{_f(first.get(name, 0.0))} / {_f(check.get(name, 0.0))}")
 
 

@@ -42,13 +42,17 @@ class TableFinals:
             "state": "claimed",
             "claimedAt": utc(now).isoformat(),
         }
+        # Most results are written once: create first, and read only when the row exists already.
+        if self._store.write(None, entity):
+            return "won"
         previous = self._store.get(entity["PartitionKey"], entity["RowKey"])
-        if previous is not None:
-            if previous.get("state", "published") == "published":
-                return "done"
-            claimed_at = when(previous.get("claimedAt"))
-            if claimed_at is not None and utc(now) - claimed_at < FINAL_CLAIM_TIMEOUT:
-                return "busy"
+        if previous is None:  # deleted since (its writer gave the claim back): try once more
+            return "won" if self._store.write(None, entity) else "busy"
+        if previous.get("state", "published") == "published":
+            return "done"
+        claimed_at = when(previous.get("claimedAt"))
+        if claimed_at is not None and utc(now) - claimed_at < FINAL_CLAIM_TIMEOUT:
+            return "busy"
         return "won" if self._store.write(previous, entity) else "busy"
 
     def release(self, action_id: str, request_id: str) -> None:
