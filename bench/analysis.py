@@ -198,9 +198,11 @@ def _call_figures(seen: Observed, api: ApiLog, storm_ids: set[str], release_ids:
     writes = Counter[str]()
     for group in ("isolate", "unisolate", "cancel"):
         writes[group] = api.calls[group] + api.throttled[group]
+    calls, throttled = sum(api.calls.values()), sum(api.throttled.values())
     return {
         "calls": dict(api.calls),
         "throttled": dict(api.throttled),
+        "throttled_share": throttled / (calls + throttled) if calls + throttled else 0.0,
         "window_throttled": dict((seen.window_stats or seen.stats).get("throttled", {})),
         "tail": seen.tail,
         "writes": dict(writes),

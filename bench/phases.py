@@ -12,9 +12,9 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -230,11 +230,13 @@ class Bench:
         machines: list[dict[str, Any]],
         storm_devices: Sequence[Device],
         policy: dict[str, Any],
+        processes: int = 1,
     ) -> dict[str, Any]:
-        """One phase through the local Functions host; returns the raw observations, analysed."""
+        """One phase through ``processes`` local Functions hosts on the same queues (a scaled-out
+        app); returns the raw observations, analysed."""
         queues, table = self._fresh(machines)
         self._open_tickets(messages)
-        log = self._start_host(queues, table, policy)
+        logs = self._start_hosts(queues, table, policy, processes)
         collector = Collector(self.stack.queue(queues["results"]))
         collector.start()
         started = time.monotonic()
@@ -257,17 +259,31 @@ class Bench:
             window_end=window_end,
             window_stats=window_stats,
             tail=tail,
-            **self._wind_up(label, log, queues, table),
+            processes=processes,
+            **self._wind_up(label, logs, queues, table),
         )
         return analyse(seen, self.cfg, storm_devices)
 
-    def _wind_up(self, label: str, log: HostLog, queues: dict[str, str], table: str) -> dict[str, Any]:
-        """The end of a pipeline phase: the simulator's and identity endpoint's counts, the host
-        stopped and its log read, the poison queues counted, the queues and table dropped."""
+    @contextlib.contextmanager
+    def time_scale(self, scale: float) -> Iterator[None]:
+        """Phases started inside run the simulator and the host's queue timings at ``scale``."""
+        saved = self.cfg, self.stack.host_overrides
+        self.cfg = replace(self.cfg, time_scale=scale)
+        self.stack.host_overrides = host_overrides(scale)
+        try:
+            yield
+        finally:
+            self.cfg, self.stack.host_overrides = saved
+
+    def _wind_up(
+        self, label: str, logs: Sequence[HostLog], queues: dict[str, str], table: str
+    ) -> dict[str, Any]:
+        """The end of a pipeline phase: the simulator's and identity endpoint's counts, the hosts
+        stopped and their logs read, the poison queues counted, the queues and table dropped."""
         stats, recorded = self.sim.stats(), self.sim.requests()
         tokens = self.identity.stats()["tokenRequests"]
         self.stack.stop_hosts()
-        host_log = log.text()
+        host_log = "\n".join(log.text() for log in logs)
         self._keep(label, host_log, recorded)
         poison = sum(self.stack.peek_count(queues[kind] + POISON_SUFFIX) for kind in ("alert", "release"))
         self._drop(queues, table)
@@ -279,12 +295,16 @@ class Bench:
             "poison": poison,
         }
 
-    def _start_host(
-        self, queues: dict[str, str], table: str, policy: dict[str, Any], **settings: str
-    ) -> HostLog:
-        """A new host process on the phase's queues and table, once it listens on both queues;
-        ``settings`` override the phase's defaults."""
-        log = HostLog.from_end(self.stack.next_host_log())
+    def _start_hosts(
+        self,
+        queues: dict[str, str],
+        table: str,
+        policy: dict[str, Any],
+        processes: int = 1,
+        settings: dict[str, str] | None = None,
+    ) -> list[HostLog]:
+        """``processes`` new host processes on the phase's queues and table, once each listens on both
+        queues; ``settings`` override the phase's defaults."""
         defaults = {
             "ISOLATION_QUEUE": queues["alert"],
             "RELEASE_QUEUE": queues["release"],
@@ -293,9 +313,13 @@ class Bench:
             "ISOLATION_POLICY": json.dumps(policy),
             "TRACKING_SCHEDULE": TRACKING_SCHEDULE,
         }
-        self.stack.start_host(**(defaults | settings))
-        self._wait_host_ready(log, (queues["alert"], queues["release"]))
-        return log
+        logs = []
+        for _ in range(processes):
+            logs.append(HostLog.from_end(self.stack.next_host_log()))
+            self.stack.start_host(**(defaults | (settings or {})))
+        for log in logs:
+            self._wait_host_ready(log, (queues["alert"], queues["release"]))
+        return logs
 
     def _wait_host_ready(self, log: HostLog, queues: Iterable[str], timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -342,13 +366,12 @@ class Bench:
         cap = self.cfg.quiet_cap_s or queue_options().max_polling_interval
         queues, table = self._fresh([sim_machine(d, "Workstations") for d in devices])
         self.sim.config(pending_s=0, in_progress_s=0)  # each action final at its first check
-        log = self._start_host(
-            queues,
-            table,
-            policy,
-            TRACKING_SCHEDULE=quiet.TRACKING_SCHEDULE,
-            **{httptrace.TRACE_ENV: "1", POLLING_SETTING: _timespan(cap)},
-        )
+        settings = {
+            "TRACKING_SCHEDULE": quiet.TRACKING_SCHEDULE,
+            httptrace.TRACE_ENV: "1",
+            POLLING_SETTING: _timespan(cap),
+        }
+        logs = self._start_hosts(queues, table, policy, settings=settings)
         collector = Collector(self.stack.queue(queues["results"]))
         collector.start()
         started = time.monotonic()
@@ -360,7 +383,7 @@ class Bench:
         )
         real_s = time.monotonic() - started
         collector.finish()
-        wound = self._wind_up("quiet", log, queues, table)
+        wound = self._wind_up("quiet", logs, queues, table)
         urls = {
             "queue": self.stack.azurite.queue_url,
             "table": self.stack.azurite.table_url,
@@ -435,6 +458,7 @@ class Bench:
         table = f"bench{n}ledger"
         TableServiceClient.from_connection_string(self.stack.azurite.connection_string).create_table(table)
         self.sim.reset()
+        self.sim.config(time_scale=self.cfg.time_scale)  # the phase's, if it runs at its own
         self.sim.machines(machines, replace=True)
         self.identity.reset()
         return queues, table

@@ -35,6 +35,8 @@ def verdicts(report: dict[str, Any]) -> dict[str, bool | None]:
         v |= _storm_verdicts(report["storm"], report["mixed"])
     if "quiet" in report:
         v |= _quiet_verdicts(report["quiet"])
+    if "scale" in report:
+        v |= _scale_verdicts(report["scale"])
     if "overhead" in report:
         cold = report.get("cold")
         v["overhead"] = report["overhead"]["p50_ms"] < TARGETS["overhead_p50_ms"]
@@ -61,6 +63,19 @@ def _storm_verdicts(storm: Phase, mixed: Phase) -> dict[str, bool | None]:
     }
 
 
+def _scale_verdicts(scale: dict[str, Phase]) -> dict[str, bool | None]:
+    """The runs with the most host processes: drain and 429 share (the issue's 4-instance targets)."""
+    most = max((int(label.rsplit("x", 1)[1]) for label in scale), default=0)
+    widest = [p for label, p in scale.items() if label.endswith(f"x{most}")]
+    return {
+        "scaled_drain": all(
+            p["drain_ratio"] is not None and p["drain_ratio"] <= TARGETS["scaled_drain_ratio"] for p in widest
+        ),
+        "scaled_429": all(p["throttled_share"] <= TARGETS["scaled_throttled_share"] for p in widest),
+        "scaled_lost": all(p["lost"] == 0 and p["duplicates"] + p["unexpected"] == 0 for p in scale.values()),
+    }
+
+
 def _quiet_verdicts(quiet: Phase) -> dict[str, bool | None]:
     spread = quiet["to_post"]
     return {
@@ -77,6 +92,8 @@ def render(report: dict[str, Any]) -> str:
     if "storm" in report:
         _storm_section(table, report["storm"], report["naive"], v)
         _mixed_section(table, report["mixed"], report["storm"], report["naive"], v)
+    if "scale" in report:
+        _scale_section(table, report["scale"])
     if "quiet" in report:
         quiet_sections(table, report["quiet"], v)
     if "overhead" in report:
@@ -155,6 +172,9 @@ def _targets_line(v: dict[str, bool | None]) -> str:
         (f"quiet alert -> POST p50 <= {TARGETS['contain_p50_s']} s", "contain_p50"),
         (f"p99 <= {TARGETS['contain_p99_s']} s", "contain_p99"),
         ("quiet results all once", "quiet_results"),
+        (f"most hosts: drain <= {TARGETS['scaled_drain_ratio']} x bound", "scaled_drain"),
+        (f"429s <= {TARGETS['scaled_throttled_share']:.0%} of calls", "scaled_429"),
+        ("scaled-out zero lost", "scaled_lost"),
         ("overhead p50 < 2 ms", "overhead"),
         ("cold import <= 1.2 x deps", "cold"),
     ]
@@ -313,6 +333,40 @@ def _cold_section(table: Table, cold: dict[str, Any] | None) -> None:
             _verdict(cold[f"{m}_ratio"] <= TARGETS["cold_ratio"]),
         )
         table.row("  of which our own modules (self, -X importtime)", cold[f"{m}_own_ms"], None, "")
+
+
+# --- several host processes, and the burst ---------------------------------------------------------
+
+
+def _scale_section(table: Table, scale: dict[str, Phase]) -> None:
+    """One row per run: the storm and mixed phases with 2 and 4 host processes, the burst with 1-4."""
+    table.section(
+        "SCALE-OUT: the same queues served by n host processes (each with its own MDE call budget); "
+        "drain / bound; 429s (share of MDE calls); lost; tokens per process"
+    )
+    for label, phase in scale.items():
+        kind, processes = label.rsplit(" x", 1)
+        ratio = phase["drain_ratio"]
+        drain = _drain(phase)[1] if ratio is None else f"{ratio:.2f}"
+        throttled = sum(phase["throttled"].values())
+        widest = label.endswith(f"x{max(int(k.rsplit('x', 1)[1]) for k in scale)}")
+        table.row(
+            f"  {kind}, {processes} host process{'es' if processes != '1' else ''} "
+            f"({phase['storm_devices']} devices, bound {phase['bound_s']:.1f} s)",
+            f"{drain}; {throttled:,} ({100 * phase['throttled_share']:.1f}%); {phase['lost']}; "
+            f"{phase['tokens_per_process']:.2f}",
+            target="<= 1.1; <= 2%; 0" if widest else "",
+            ok=_verdict(_meets_scaled_targets(phase)) if widest else "",
+        )
+
+
+def _meets_scaled_targets(phase: Phase) -> bool:
+    return (
+        phase["drain_ratio"] is not None
+        and phase["drain_ratio"] <= TARGETS["scaled_drain_ratio"]
+        and phase["throttled_share"] <= TARGETS["scaled_throttled_share"]
+        and phase["lost"] == 0
+    )
 
 
 # --- the quiet system -----------------------------------------------------------------------------

@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -48,7 +49,7 @@ from .config import FULL, FUNCTION_MODULES, POLICY, QUICK, Config
 from .overhead import measure_cold_start, measure_overhead
 from .phases import Bench
 from .report import render
-from .workload import Workloads, build_workloads, make_devices
+from .workload import Workloads, build_workloads, make_devices, sim_machine, storm_workload
 
 T = TypeVar("T")
 
@@ -95,7 +96,7 @@ def run(
         "machine": machine_info(),
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    if phase != "latency":
+    if phase in ("all", "storm"):
         report |= in_process(cfg, work, policy, progress)
     report |= stack_phases(cfg, work, policy, keep_logs, progress, phase)
     report["wall_s"] = time.monotonic() - started
@@ -139,9 +140,11 @@ def stack_phases(
     phases: dict[str, dict[str, Any]] = {}
     with Bench(cfg) as bench:
         bench.keep_logs = keep_logs
-        if phase != "latency":
+        if phase in ("all", "storm"):
             phases |= storm_phases(bench, cfg, work, policy, progress)
-        if phase != "storm" and cfg.quiet_alerts:
+        if phase in ("all", "scale"):
+            phases["scale"] = scale_phases(bench, cfg, work, policy, progress)
+        if phase in ("all", "latency") and cfg.quiet_alerts:
             devices = make_devices("ws-quiet", cfg.quiet_alerts)
             phases["quiet"] = progress.step(
                 "phase quiet",
@@ -181,6 +184,38 @@ def storm_phases(
     }
 
 
+def scale_phases(
+    bench: Bench, cfg: Config, work: Workloads, policy: dict[str, Any], progress: Progress
+) -> dict[str, dict[str, Any]]:
+    """The storm and mixed phases with several host processes on the same queues (a scaled-out app),
+    then the burst: ``burst_devices`` devices alerting at once, at real time, with 1, 2, 4 hosts."""
+    machines, devices = work.machines, work.storm_devices
+    phases = {}
+    for n in cfg.scale_processes:
+        for kind, messages in (("storm", work.storm), ("mixed", work.mixed)):
+            label = f"{kind} x{n}"
+            phases[label] = progress.step(
+                f"phase {label}",
+                f"the {kind} phase's workload through {n} host processes",
+                partial(bench.run_pipeline, label, messages, machines, devices, policy, n),
+                _pipeline_summary,
+            )
+    burst_cfg = replace(cfg, devices=cfg.burst_devices, alerts=cfg.burst_devices, window_s=1.0)
+    burst_devices = make_devices("ws-burst", cfg.burst_devices)
+    burst = storm_workload(burst_cfg, burst_devices)
+    burst_machines = [sim_machine(d, "Workstations") for d in burst_devices]
+    with bench.time_scale(cfg.burst_time_scale):
+        for n in cfg.burst_processes:
+            label = f"burst x{n}"
+            phases[label] = progress.step(
+                f"phase {label}",
+                f"{len(burst)} devices alerting within 1 s, time_scale {cfg.burst_time_scale:g}, {n} hosts",
+                partial(bench.run_pipeline, label, burst, burst_machines, burst_devices, policy, n),
+                _pipeline_summary,
+            )
+    return phases
+
+
 def _pipeline_summary(phase: dict[str, Any]) -> str:
     releases = (
         f", releases {phase['releases_submitted_total']}/{phase['release_devices']} submitted"
@@ -189,7 +224,8 @@ def _pipeline_summary(phase: dict[str, Any]) -> str:
     )
     return (
         f"{_isolated(phase)}{releases}; first results "
-        f"{phase['written_results']:,}/{phase['expected_results']:,}, {phase['lost']:,} lost"
+        f"{phase['written_results']:,}/{phase['expected_results']:,}, {phase['lost']:,} lost; "
+        f"429s {100 * phase['throttled_share']:.1f}% of MDE calls"
     )
 
 
@@ -272,10 +308,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--alerts", type=int, help="alert messages in the storm (full: 1,000)")
     parser.add_argument(
         "--phase",
-        choices=("all", "storm", "latency"),
+        choices=("all", "storm", "scale", "latency"),
         default="all",
-        help="everything (default); the storm part (overhead, cold start, storm, mixed, naive); or the "
-        "quiet-system phase alone (time to contain, cost per device, the polling trade-off)",
+        help="everything (default); the storm part (overhead, cold start, storm, mixed, naive); the "
+        "scale-out part (storm and mixed with 2 and 4 hosts, the burst with 1, 2 and 4); or the "
+        "quiet-system phase (time to contain, cost per device, the polling trade-off)",
     )
     parser.add_argument(
         "--latency-alerts", type=int, help="single alerts of the quiet-system phase (full: 200; 0: skip it)"

@@ -92,3 +92,16 @@ def test_quiet_costs_are_counted_per_request(report: dict[str, Any]) -> None:
     assert quiet["mde_per_request"]["max"] == quiet["mde_per_request"]["mean"]  # the same for every alert
     assert quiet["stages"]["steps"]  # the common path was found and timed
     assert {row["cap_s"] for row in quiet["tradeoff"]} >= {0.5, 1.0, 2.0, 5.0, 10.0, 60.0}
+
+
+def test_scaled_out_and_burst_runs_lose_nothing_and_isolate_each_device_once(report: dict[str, Any]) -> None:
+    scale = report["scale"]
+    processes = {int(label.rsplit("x", 1)[1]) for label in scale}
+    assert processes == {*QUICK.scale_processes, *QUICK.burst_processes}
+    assert {label.split(" x")[0] for label in scale} == {"storm", "mixed", "burst"}
+    for label, figures in scale.items():
+        assert figures["missing"] == figures["duplicates"] == figures["unexpected"] == 0, label
+        assert figures["lost"] == 0, label
+        assert figures["writes"]["isolate"] == figures["storm_devices"], label  # one per device, any host
+        assert figures["tokens_per_process"] == 1, label
+    assert scale[f"burst x{QUICK.burst_processes[0]}"]["storm_devices"] == QUICK.burst_devices
