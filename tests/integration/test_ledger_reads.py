@@ -5,14 +5,13 @@ marker is created without a read first."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from azure.data.tables import TableClient, TableEntity, TableServiceClient
 
-from devstack.azurite import Azurite
+from devstack.stack import LocalStack
 from shared.adapters.ledger.breaker import BREAKER_KEYS, TableBreaker
 from shared.adapters.ledger.finals import TableFinals
 from shared.adapters.ledger.store import TableStore
@@ -35,19 +34,13 @@ class CountingStore(TableStore):
         return super().get(partition_key, row_key)
 
 
-@pytest.fixture(scope="module")
-def azurite() -> Iterator[Azurite]:
-    emulator = Azurite()
-    emulator.start()
-    yield emulator
-    emulator.close()
-
-
 @pytest.fixture
-def table(azurite: Azurite) -> TableClient:
+def table(stack: LocalStack) -> TableClient:
+    """A fresh table on the session's Azurite: the breaker is one entity per table."""
+    connection = stack.azurite.connection_string
     name = "reads" + uuid.uuid4().hex[:12]
-    TableServiceClient.from_connection_string(azurite.connection_string).create_table(name)
-    return TableClient.from_connection_string(azurite.connection_string, name)
+    TableServiceClient.from_connection_string(connection).create_table(name)
+    return TableClient.from_connection_string(connection, name)
 
 
 def slots(table: TableClient) -> list[str]:
