@@ -17,6 +17,7 @@ STORAGE_PREFIXES = ("queue: ", "table: ")
 POLL = "queue: Get Messages"
 _KEYS = re.compile(r"\(PartitionKey='([^']*)',\s*RowKey='([^']*)'\)$")
 _FILTER_PK = re.compile(r"PartitionKey eq '([^']*)'")
+_FILTER_ROWS = re.compile(r"RowKey (?:eq|ge) '([a-z]+):")
 _MDE_OPS = (  # (method, path pattern, the operation's name in the MDE API reference)
     ("GET", re.compile(r"/api/machines/[^/]+$"), "Get machine"),
     ("GET", re.compile(r"/api/machines$"), "List machines (by name)"),
@@ -82,8 +83,10 @@ def _table_op(record: Record) -> str:
     if path.endswith("$batch"):
         return "batch (entity group)"
     if keys is None and method == "GET":
-        match = _FILTER_PK.search(record.get("q", {}).get("$filter", ""))
-        return f"query {entity_kind(match.group(1), '') if match else 'table'}"
+        where = record.get("q", {}).get("$filter", "")
+        match = _FILTER_PK.search(where)
+        rows = "+".join(sorted(set(_FILTER_ROWS.findall(where))))
+        return f"query {entity_kind(match.group(1), '') if match else 'table'}" + (f"/{rows}" if rows else "")
     pk, rk = keys.groups() if keys else tuple(record.get("keys") or ("", ""))
     verb = {"GET": "read", "POST": "insert", "PUT": "write", "DELETE": "delete"}.get(method, method.lower())
     return f"{verb} {entity_kind(pk, rk)}"

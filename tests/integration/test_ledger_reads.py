@@ -15,23 +15,33 @@ from devstack.stack import LocalStack
 from shared.adapters.ledger.breaker import BREAKER_KEYS, TableBreaker
 from shared.adapters.ledger.finals import TableFinals
 from shared.adapters.ledger.store import TableStore
+from shared.adapters.ledger.submissions import TableSubmissions
+from shared.domain.model import Source
 from shared.domain.policy_config import BreakerPolicy
+from shared.domain.results import Subject
+from shared.domain.tracking import Submission
 
 pytestmark = pytest.mark.integration
 
 MACHINE = "a" * 40
+ACTION = "b1e3d0a5-3f5c-4a8e-9c1d-0d2f4b6a8c10"
 
 
 class CountingStore(TableStore):
-    """The real store on Azurite, counting its point reads."""
+    """The real store on Azurite, counting its point reads and queries."""
 
     def __init__(self, table: TableClient) -> None:
         super().__init__(table)
         self.reads = 0
+        self.queries = 0
 
     def get(self, partition_key: str, row_key: str) -> TableEntity | None:
         self.reads += 1
         return super().get(partition_key, row_key)
+
+    def query(self, query: str, **parameters: str) -> list[TableEntity]:
+        self.queries += 1
+        return super().query(query, **parameters)
 
 
 @pytest.fixture
@@ -119,3 +129,22 @@ def test_a_stale_final_claim_is_taken_over_and_a_released_one_claimed_again(tabl
     assert finals.claim("act-2", "req-1", datetime.now(UTC)) == "won"
     finals.release("act-2", "req-1")
     assert finals.claim("act-2", "req-1", datetime.now(UTC)) == "won"
+
+
+def test_a_submission_comes_with_whether_its_final_was_written_in_one_query(table: TableClient) -> None:
+    store = CountingStore(table)
+    submissions, finals = TableSubmissions(store), TableFinals(store)
+    now = datetime.now(UTC)
+    subject = Subject("Isolate", "req-1", Source("siem", "rule-1"))
+    submissions.record(Submission(ACTION, subject, now, now + timedelta(hours=1)))
+    other = Subject("Isolate", "req-2", Source("siem", "rule-2"))
+    submissions.record(Submission(ACTION, other, now, now + timedelta(hours=1)))
+    finals.mark_reported(ACTION, "req-2", "Succeeded", {"id": ACTION}, now)  # another request's final
+    got = submissions.get(ACTION, "req-1")
+    assert got is not None and got.subject.request_id == "req-1" and got.reported is False
+    assert (store.reads, store.queries) == (0, 1)
+    assert finals.claim(ACTION, "req-1", now) == "won"
+    assert submissions.get(ACTION, "req-1").reported is False  # type: ignore[union-attr] # claimed, not written
+    finals.mark_reported(ACTION, "req-1", "Succeeded", {"id": ACTION}, now)
+    assert submissions.get(ACTION, "req-1").reported is True  # type: ignore[union-attr]
+    assert submissions.get(ACTION, "req-3") is None

@@ -50,6 +50,16 @@ def rec(t0: float, port: int, method: str, path: str, msg: str | None = None, **
             "table: query action",
         ),
         (
+            rec(
+                0,
+                1002,
+                "GET",
+                "/devstoreaccount1/ledger()",
+                q={"$filter": "PartitionKey eq 'action:x1' and (RowKey eq 'sub:a' or RowKey eq 'final:c' )"},
+            ),
+            "table: query action/final+sub",
+        ),
+        (
             rec(0, 1002, "PUT", "/devstoreaccount1/ledger(PartitionKey='audit%3A20261130',RowKey='2026-ab')"),
             "table: write audit/*",
         ),
