@@ -437,8 +437,8 @@ def _quiet_costs(table: Table, quiet: Phase) -> None:
 
 def _quiet_tradeoff(table: Table, quiet: Phase) -> None:
     table.section(
-        "maxPollingInterval TRADE-OFF: one idle instance (2 listeners); latency = a uniform wait for the "
-        "next poll + this phase's poll start -> POST"
+        "maxPollingInterval TRADE-OFF: Get Messages per idle queue of a running instance; latency = a "
+        "uniform wait for the next poll + this phase's poll start -> POST"
     )
     for row in quiet["tradeoff"]:
         polls = row["polls_per_day"]

@@ -18,7 +18,9 @@ from .analysis import percentile
 
 DAY = 86_400.0
 CAPS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 60.0)  # the maxPollingInterval values the table shows
-LISTENERS = 2  # queue-triggered functions per instance (isolate_fn, release_fn): each polls its queue
+# Per polled queue: Flex Consumption runs each queue-triggered function as its own group, so an
+# instance of isolate_fn's group polls one queue (the local host, running both, polls two).
+LISTENERS = 1
 _GRID = 100  # points per poll cycle in the latency model
 
 
@@ -44,7 +46,7 @@ def ramp_polls(cap_s: float, minimum_s: float = MIN_POLLING_INTERVAL_S) -> int:
 
 
 def idle_polls_per_day(cap_s: float, poll_s: float, listeners: int = LISTENERS) -> float:
-    """Get Messages calls one idle instance makes in a day: each listener, once per cycle."""
+    """Get Messages calls an idle instance makes in a day: each of its listeners once per cycle."""
     return listeners * DAY / (cap_s + poll_s)
 
 
@@ -58,7 +60,7 @@ def modelled_latencies(after_poll_s: Sequence[float], cap_s: float, poll_s: floa
 @dataclass(frozen=True)
 class TradeoffRow:
     cap_s: float
-    polls_per_day: float  # one idle instance, every listener
+    polls_per_day: float  # one queue of an idle instance
     p50_s: float
     p99_s: float
     measured: bool  # the quiet phase ran with this cap (its own figures are shown beside)
