@@ -26,7 +26,6 @@ from .workload import Device, EventFactory, Message
 
 TRACKING_SCHEDULE = "1"  # the first check of each action a second after it was posted
 RESULT_PUT = "queue: Put Message (result)"
-SUBMIT = "MDE: Isolate machine"
 FINAL_WAIT_S = 30.0  # real: longest wait for one alert's final result before the next is sent
 _SCAN_S = 0.02  # real: how often the final result is looked for
 
