@@ -182,7 +182,7 @@ class ApiLog:
         if method == "POST" and status == 201 and path.endswith(_SUBMITS):
             key = f"{path.rsplit('/', 1)[1]}:{path.split('/')[3]}"
             self.submitted_any.add(key)
-            at = _iso_to_epoch(entry["time"])
+            at = iso_to_epoch(entry["time"])
             if at <= seen.window_end:
                 self.first_submit.setdefault(key, (at - seen.t0) * time_scale)
 
@@ -198,9 +198,11 @@ def _call_figures(seen: Observed, api: ApiLog, storm_ids: set[str], release_ids:
     writes = Counter[str]()
     for group in ("isolate", "unisolate", "cancel"):
         writes[group] = api.calls[group] + api.throttled[group]
+    calls, throttled = sum(api.calls.values()), sum(api.throttled.values())
     return {
         "calls": dict(api.calls),
         "throttled": dict(api.throttled),
+        "throttled_share": throttled / (calls + throttled) if calls + throttled else 0.0,
         "window_throttled": dict((seen.window_stats or seen.stats).get("throttled", {})),
         "tail": seen.tail,
         "writes": dict(writes),
@@ -287,6 +289,6 @@ def host_starts(host_log: str) -> dict[str, float]:
     return starts
 
 
-def _iso_to_epoch(text: str) -> float:
+def iso_to_epoch(text: str) -> float:
     """The simulator's ``2026-11-23T10:00:00.1234560Z`` -> epoch seconds."""
     return datetime.fromisoformat(text.rstrip("Z")[:26]).replace(tzinfo=UTC).timestamp()

@@ -24,6 +24,10 @@ TARGETS = {
     "lost": 0,
     "overhead_p50_ms": 2.0,
     "cold_ratio": 1.2,
+    "contain_p50_s": 0.5,  # quiet system, alert -> MDE POST received, real seconds
+    "contain_p99_s": 1.5,
+    "scaled_drain_ratio": 1.1,  # with 4 host processes
+    "scaled_throttled_share": 0.02,  # 429s as a share of MDE calls, with 4 host processes
 }
 
 
@@ -47,6 +51,12 @@ class Config:
     tail_time_scale: float = 60.0  # after the window: fast clock, only to collect every result
     drain_timeout_s: float = 120.0  # real seconds to wait for the remaining results after the window
     seed: int = 8
+    quiet_alerts: int = 200  # single alerts of the quiet-system phase, one device each (0: skipped)
+    quiet_cap_s: float | None = None  # its maxPollingInterval (real s); None: host.json's
+    scale_processes: tuple[int, ...] = (2, 4)  # the storm and mixed phases again with this many hosts
+    burst_devices: int = 150  # devices alerting at once in the burst (over 100: the limit binds at once)
+    burst_processes: tuple[int, ...] = (1, 2, 4)  # host processes of each burst run
+    burst_time_scale: float = 1.0  # the burst runs at real time (its own time scale)
 
 
 FULL = Config("full", alerts=1000, devices=50, releases=50, time_scale=2.0, cutoff_s=150.0)
@@ -59,4 +69,9 @@ QUICK = Config(
     overhead_passes=1,
     cold_runs=0,
     drain_timeout_s=30.0,
+    quiet_alerts=4,
+    scale_processes=(2,),
+    burst_devices=12,
+    burst_processes=(2,),
+    burst_time_scale=60,
 )

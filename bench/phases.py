@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,21 +22,25 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueClient, QueueServiceClient
 
+from devstack import httptrace
 from devstack.control import IdentityControl, MdeControl
 from devstack.funchost import POISON_SUFFIX, QueueOptions, effective_host_json
 from devstack.stack import LocalStack
 from shared.domain.results import Delivery
 
+from . import quiet
 from .analysis import Observed, Sent, analyse
 from .config import RATE_PER_HOUR, RATE_PER_MINUTE, ROOT, TRACKING_SCHEDULE, Config
 from .naive import Playbook, playbook_jobs, playbook_token
-from .workload import Device, Message, expected_requests
+from .trails import Endpoints
+from .workload import Device, Message, expected_requests, sim_machine
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 START_DELAY_S = 0.3  # real: the first message of a workload is sent this long after t0 is fixed
 APPROVER = "5b10a2844c20165700ede21b"  # the Jira simulator's Ana Approver
 REQUESTER = "5b10a2844c20165700ede21d"  # Ben Requester, created for the releases' issues
+POLLING_SETTING = "AzureFunctionsJobHost__extensions__queues__maxPollingInterval"
 
 
 def _timespan(seconds: float) -> str:
@@ -44,10 +49,15 @@ def _timespan(seconds: float) -> str:
     return f"00:{whole // 60:02d}:{whole % 60:02d}.{fraction:03d}"
 
 
+def queue_options() -> QueueOptions:
+    """The project's host.json queue settings, as the host reads them."""
+    return QueueOptions.from_host_json(effective_host_json(ROOT, {}), {})
+
+
 def host_overrides(time_scale: float) -> dict[str, str]:
     """host.json's queue timings (polling interval, retry delay) scaled like the simulator's; the
     host's own processing time cannot be scaled and is what it is."""
-    queues = QueueOptions.from_host_json(effective_host_json(ROOT, {}), {})
+    queues = queue_options()
     return {
         "maxPollingInterval": _timespan(max(0.1, queues.max_polling_interval / time_scale)),
         "visibilityTimeout": _timespan(max(1.0, round(queues.visibility_timeout / time_scale))),
@@ -158,6 +168,13 @@ class Collector(threading.Thread):
         with self.lock:
             return list(self.results)
 
+    def has(self, request_id: str, sequence: int) -> bool:
+        """Whether result ``sequence`` (1 first, 2 final) of ``request_id`` has been read."""
+        with self.lock:
+            return any(
+                r.get("requestId") == request_id and r.get("sequence") == sequence for _, r in self.results
+            )
+
     def first_result_ids(self) -> set[str]:
         """Request ids of the first results (``sequence: 1``) read so far."""
         return {r["requestId"] for _, r in self.snapshot() if r.get("sequence") == 1}
@@ -213,11 +230,13 @@ class Bench:
         machines: list[dict[str, Any]],
         storm_devices: Sequence[Device],
         policy: dict[str, Any],
+        processes: int = 1,
     ) -> dict[str, Any]:
-        """One phase through the local Functions host; returns the raw observations, analysed."""
+        """One phase through ``processes`` local Functions hosts on the same queues (a scaled-out
+        app); returns the raw observations, analysed."""
         queues, table = self._fresh(machines)
         self._open_tickets(messages)
-        log = self._start_host(queues, table, policy)
+        logs = self._start_hosts(queues, table, policy, processes)
         collector = Collector(self.stack.queue(queues["results"]))
         collector.start()
         started = time.monotonic()
@@ -240,17 +259,31 @@ class Bench:
             window_end=window_end,
             window_stats=window_stats,
             tail=tail,
-            **self._wind_up(label, log, queues, table),
+            processes=processes,
+            **self._wind_up(label, logs, queues, table),
         )
         return analyse(seen, self.cfg, storm_devices)
 
-    def _wind_up(self, label: str, log: HostLog, queues: dict[str, str], table: str) -> dict[str, Any]:
-        """The end of a pipeline phase: the simulator's and identity endpoint's counts, the host
-        stopped and its log read, the poison queues counted, the queues and table dropped."""
+    @contextlib.contextmanager
+    def time_scale(self, scale: float) -> Iterator[None]:
+        """Phases started inside run the simulator and the host's queue timings at ``scale``."""
+        saved = self.cfg, self.stack.host_overrides
+        self.cfg = replace(self.cfg, time_scale=scale)
+        self.stack.host_overrides = host_overrides(scale)
+        try:
+            yield
+        finally:
+            self.cfg, self.stack.host_overrides = saved
+
+    def _wind_up(
+        self, label: str, logs: Sequence[HostLog], queues: dict[str, str], table: str
+    ) -> dict[str, Any]:
+        """The end of a pipeline phase: the simulator's and identity endpoint's counts, the hosts
+        stopped and their logs read, the poison queues counted, the queues and table dropped."""
         stats, recorded = self.sim.stats(), self.sim.requests()
         tokens = self.identity.stats()["tokenRequests"]
         self.stack.stop_hosts()
-        host_log = log.text()
+        host_log = "\n".join(log.text() for log in logs)
         self._keep(label, host_log, recorded)
         poison = sum(self.stack.peek_count(queues[kind] + POISON_SUFFIX) for kind in ("alert", "release"))
         self._drop(queues, table)
@@ -262,19 +295,31 @@ class Bench:
             "poison": poison,
         }
 
-    def _start_host(self, queues: dict[str, str], table: str, policy: dict[str, Any]) -> HostLog:
-        """A new host process on the phase's queues and table, once it listens on both queues."""
-        log = HostLog.from_end(self.stack.next_host_log())
-        self.stack.start_host(
-            ISOLATION_QUEUE=queues["alert"],
-            RELEASE_QUEUE=queues["release"],
-            RESULTS_QUEUE=queues["results"],
-            LEDGER_TABLE=table,
-            ISOLATION_POLICY=json.dumps(policy),
-            TRACKING_SCHEDULE=TRACKING_SCHEDULE,
-        )
-        self._wait_host_ready(log, (queues["alert"], queues["release"]))
-        return log
+    def _start_hosts(
+        self,
+        queues: dict[str, str],
+        table: str,
+        policy: dict[str, Any],
+        processes: int = 1,
+        settings: dict[str, str] | None = None,
+    ) -> list[HostLog]:
+        """``processes`` new host processes on the phase's queues and table, once each listens on both
+        queues; ``settings`` override the phase's defaults."""
+        defaults = {
+            "ISOLATION_QUEUE": queues["alert"],
+            "RELEASE_QUEUE": queues["release"],
+            "RESULTS_QUEUE": queues["results"],
+            "LEDGER_TABLE": table,
+            "ISOLATION_POLICY": json.dumps(policy),
+            "TRACKING_SCHEDULE": TRACKING_SCHEDULE,
+        }
+        logs = []
+        for _ in range(processes):
+            logs.append(HostLog.from_end(self.stack.next_host_log()))
+            self.stack.start_host(**(defaults | (settings or {})))
+        for log in logs:
+            self._wait_host_ready(log, (queues["alert"], queues["release"]))
+        return logs
 
     def _wait_host_ready(self, log: HostLog, queues: Iterable[str], timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -312,6 +357,52 @@ class Bench:
             time.sleep(0.1)
         time.sleep(max(0.5, 5.0 / cfg.time_scale))  # a late duplicate would show up now
         return tail
+
+    # --- the quiet system ----------------------------------------------------------------------
+
+    def run_quiet(self, devices: Sequence[Device], policy: dict[str, Any]) -> dict[str, Any]:
+        """Single alerts on an idle system, one device each, through the host with its HTTP trace on
+        and the unscaled ``maxPollingInterval`` (this phase's times are real seconds)."""
+        cap = self.cfg.quiet_cap_s or queue_options().max_polling_interval
+        queues, table = self._fresh([sim_machine(d, "Workstations") for d in devices])
+        self.sim.config(pending_s=0, in_progress_s=0)  # each action final at its first check
+        settings = {
+            "TRACKING_SCHEDULE": quiet.TRACKING_SCHEDULE,
+            httptrace.TRACE_ENV: "1",
+            POLLING_SETTING: _timespan(cap),
+        }
+        logs = self._start_hosts(queues, table, policy, settings=settings)
+        collector = Collector(self.stack.queue(queues["results"]))
+        collector.start()
+        started = time.monotonic()
+        sent = quiet.send_spaced(
+            self.stack.queue(queues["alert"]),
+            quiet.quiet_alerts(devices),
+            lambda request_id: collector.has(request_id, 2),
+            quiet.gap_after(cap, random.Random(self.cfg.seed)),  # noqa: S311 - spacing, not a secret
+        )
+        real_s = time.monotonic() - started
+        collector.finish()
+        wound = self._wind_up("quiet", logs, queues, table)
+        urls = {
+            "queue": self.stack.azurite.queue_url,
+            "table": self.stack.azurite.table_url,
+            "mde": self.stack.mde_url,
+            "identity": self.stack.identity_url,
+        }
+        seen = quiet.QuietObserved(
+            sent=sent,
+            results=collector.snapshot(),
+            host_log=wound["host_log"],
+            recorded=wound["recorded"],
+            token_requests=wound["token_requests"],
+            poison=wound["poison"],
+            cap_s=cap,
+            endpoints=Endpoints.of(urls, queues["results"]),
+            isolation_queue=queues["alert"],
+            real_s=real_s,
+        )
+        return quiet.analyse_quiet(seen)
 
     # --- the naive playbook ------------------------------------------------------------------------
 
@@ -367,6 +458,7 @@ class Bench:
         table = f"bench{n}ledger"
         TableServiceClient.from_connection_string(self.stack.azurite.connection_string).create_table(table)
         self.sim.reset()
+        self.sim.config(time_scale=self.cfg.time_scale)  # the phase's, if it runs at its own
         self.sim.machines(machines, replace=True)
         self.identity.reset()
         return queues, table

@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -48,7 +49,7 @@ from .config import FULL, FUNCTION_MODULES, POLICY, QUICK, Config
 from .overhead import measure_cold_start, measure_overhead
 from .phases import Bench
 from .report import render
-from .workload import Workloads, build_workloads
+from .workload import Workloads, build_workloads, make_devices, sim_machine, storm_workload
 
 T = TypeVar("T")
 
@@ -80,8 +81,11 @@ def run(
     policy: dict[str, Any] | None = None,
     keep_logs: Path | None = None,
     progress: Progress | None = None,
+    phase: str = "all",
 ) -> dict[str, Any]:
-    """The whole benchmark; returns the report (``render`` prints it)."""
+    """The whole benchmark (``phase`` "all"), or its storm part (overhead, cold start, storm, mixed,
+    naive: "storm") or the quiet-system phase alone ("latency"); returns the report (``render``
+    prints it)."""
     started = time.monotonic()
     progress = progress or Progress()
     policy = POLICY if policy is None else policy
@@ -92,7 +96,16 @@ def run(
         "machine": machine_info(),
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    # In-process measurements first, while nothing else of ours runs.
+    if phase in ("all", "storm"):
+        report |= in_process(cfg, work, policy, progress)
+    report |= stack_phases(cfg, work, policy, keep_logs, progress, phase)
+    report["wall_s"] = time.monotonic() - started
+    return report
+
+
+def in_process(cfg: Config, work: Workloads, policy: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """The per-message overhead and the cold imports, measured first, while nothing else of ours runs."""
+    report: dict[str, Any] = {}
     report["overhead"] = progress.step(
         "overhead",
         f"{cfg.overhead_passes} x {len(work.storm):,} storm messages on in-memory ports, in this process",
@@ -111,41 +124,95 @@ def run(
         if cfg.cold_runs
         else None
     )
-    report |= stack_phases(cfg, work, policy, keep_logs, progress)
-    report["wall_s"] = time.monotonic() - started
     return report
 
 
 def stack_phases(
-    cfg: Config, work: Workloads, policy: dict[str, Any], keep_logs: Path | None, progress: Progress
+    cfg: Config,
+    work: Workloads,
+    policy: dict[str, Any],
+    keep_logs: Path | None,
+    progress: Progress,
+    phase: str = "all",
 ) -> dict[str, dict[str, Any]]:
-    """The storm, mixed and naive phases, one after the other on one local stack."""
+    """The storm, mixed and naive phases, then the quiet system, one after the other on one stack."""
+    progress("stack: starting Azurite, the identity endpoint and the MDE simulator")
+    phases: dict[str, dict[str, Any]] = {}
+    with Bench(cfg) as bench:
+        bench.keep_logs = keep_logs
+        if phase in ("all", "storm"):
+            phases |= storm_phases(bench, cfg, work, policy, progress)
+        if phase in ("all", "scale"):
+            phases["scale"] = scale_phases(bench, cfg, work, policy, progress)
+        if phase in ("all", "latency") and cfg.quiet_alerts:
+            devices = make_devices("ws-quiet", cfg.quiet_alerts)
+            phases["quiet"] = progress.step(
+                "phase quiet",
+                f"{len(devices)} single alerts, one device each, idle between, real time",
+                lambda: bench.run_quiet(devices, policy),
+                _quiet_summary,
+            )
+    return phases
+
+
+def storm_phases(
+    bench: Bench, cfg: Config, work: Workloads, policy: dict[str, Any], progress: Progress
+) -> dict[str, dict[str, Any]]:
+    """The storm, mixed and naive phases."""
     machines, devices = work.machines, work.storm_devices
     storm = f"{len(work.storm):,} alerts for {cfg.devices} devices"
     timing = f" within {cfg.window_s:.0f} s simulated, time_scale {cfg.time_scale:g}"
-    progress("stack: starting Azurite, the identity endpoint and the MDE simulator")
-    with Bench(cfg) as bench:
-        bench.keep_logs = keep_logs
-        phases = {
-            "storm": progress.step(
-                "phase storm",
-                storm + timing + ", through the local Functions host",
-                lambda: bench.run_pipeline("storm", work.storm, machines, devices, policy),
+    return {
+        "storm": progress.step(
+            "phase storm",
+            storm + timing + ", through the local Functions host",
+            lambda: bench.run_pipeline("storm", work.storm, machines, devices, policy),
+            _pipeline_summary,
+        ),
+        "mixed": progress.step(
+            "phase mixed",
+            f"{storm} + {len(work.releases)} release tickets{timing}",
+            lambda: bench.run_pipeline("mixed", work.mixed, machines, devices, policy),
+            _pipeline_summary,
+        ),
+        "naive": progress.step(
+            "phase naive",
+            f"the mixed workload, one POST per alert-device from {cfg.naive_workers} playbook runs",
+            lambda: bench.run_naive("naive", work.mixed, machines, devices),
+            _naive_summary,
+        ),
+    }
+
+
+def scale_phases(
+    bench: Bench, cfg: Config, work: Workloads, policy: dict[str, Any], progress: Progress
+) -> dict[str, dict[str, Any]]:
+    """The storm and mixed phases with several host processes on the same queues (a scaled-out app),
+    then the burst: ``burst_devices`` devices alerting at once, at real time, with 1, 2, 4 hosts."""
+    machines, devices = work.machines, work.storm_devices
+    phases = {}
+    for n in cfg.scale_processes:
+        for kind, messages in (("storm", work.storm), ("mixed", work.mixed)):
+            label = f"{kind} x{n}"
+            phases[label] = progress.step(
+                f"phase {label}",
+                f"the {kind} phase's workload through {n} host processes",
+                partial(bench.run_pipeline, label, messages, machines, devices, policy, n),
                 _pipeline_summary,
-            ),
-            "mixed": progress.step(
-                "phase mixed",
-                f"{storm} + {len(work.releases)} release tickets{timing}",
-                lambda: bench.run_pipeline("mixed", work.mixed, machines, devices, policy),
+            )
+    burst_cfg = replace(cfg, devices=cfg.burst_devices, alerts=cfg.burst_devices, window_s=1.0)
+    burst_devices = make_devices("ws-burst", cfg.burst_devices)
+    burst = storm_workload(burst_cfg, burst_devices)
+    burst_machines = [sim_machine(d, "Workstations") for d in burst_devices]
+    with bench.time_scale(cfg.burst_time_scale):
+        for n in cfg.burst_processes:
+            label = f"burst x{n}"
+            phases[label] = progress.step(
+                f"phase {label}",
+                f"{len(burst)} devices alerting within 1 s, time_scale {cfg.burst_time_scale:g}, {n} hosts",
+                partial(bench.run_pipeline, label, burst, burst_machines, burst_devices, policy, n),
                 _pipeline_summary,
-            ),
-            "naive": progress.step(
-                "phase naive",
-                f"the mixed workload, one POST per alert-device from {cfg.naive_workers} playbook runs",
-                lambda: bench.run_naive("naive", work.mixed, machines, devices),
-                _naive_summary,
-            ),
-        }
+            )
     return phases
 
 
@@ -157,7 +224,19 @@ def _pipeline_summary(phase: dict[str, Any]) -> str:
     )
     return (
         f"{_isolated(phase)}{releases}; first results "
-        f"{phase['written_results']:,}/{phase['expected_results']:,}, {phase['lost']:,} lost"
+        f"{phase['written_results']:,}/{phase['expected_results']:,}, {phase['lost']:,} lost; "
+        f"429s {100 * phase['throttled_share']:.1f}% of MDE calls"
+    )
+
+
+def _quiet_summary(phase: dict[str, Any]) -> str:
+    post, storage = phase["to_post"], phase["storage_per_request"]
+    if post is None or storage is None:
+        return f"no alert timed ({phase['timed']}/{phase['alerts']})"
+    return (
+        f"alert -> POST p50 {post['p50']:.3f} s, p99 {post['p99']:.3f} s; per request "
+        f"{storage['mean']:.1f} storage transactions and {phase['mde_per_request']['mean']:.1f} MDE calls "
+        f"to the first result; {phase['missing']} results missing"
     )
 
 
@@ -195,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``python -m bench.storm``: run, print the table on stdout, optionally write the raw JSON."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    report = run(_config(args), policy=json.loads(args.policy), keep_logs=args.keep_logs)
+    report = run(_config(args), policy=json.loads(args.policy), keep_logs=args.keep_logs, phase=args.phase)
     print(render(report), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, default=lambda o: getattr(o, "__dict__", str(o)), indent=1))
@@ -227,6 +306,22 @@ def _parser() -> argparse.ArgumentParser:
         "--devices", type=int, help="distinct devices in the storm (full: 50; over 100 the limit binds)"
     )
     parser.add_argument("--alerts", type=int, help="alert messages in the storm (full: 1,000)")
+    parser.add_argument(
+        "--phase",
+        choices=("all", "storm", "scale", "latency"),
+        default="all",
+        help="everything (default); the storm part (overhead, cold start, storm, mixed, naive); the "
+        "scale-out part (storm and mixed with 2 and 4 hosts, the burst with 1, 2 and 4); or the "
+        "quiet-system phase (time to contain, cost per device, the polling trade-off)",
+    )
+    parser.add_argument(
+        "--latency-alerts", type=int, help="single alerts of the quiet-system phase (full: 200; 0: skip it)"
+    )
+    parser.add_argument(
+        "--max-polling-interval",
+        type=float,
+        help="the quiet-system phase's maxPollingInterval in seconds (default: host.json's)",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw report as JSON here")
     parser.add_argument("--keep-logs", type=Path, help="keep each phase's host log and MDE request log here")
     return parser
@@ -245,6 +340,10 @@ def _config(args: argparse.Namespace) -> Config:
         cfg = replace(cfg, alerts=args.alerts)
     if args.tail_time_scale:
         cfg = replace(cfg, tail_time_scale=args.tail_time_scale)
+    if args.latency_alerts is not None:
+        cfg = replace(cfg, quiet_alerts=args.latency_alerts)
+    if args.max_polling_interval:
+        cfg = replace(cfg, quiet_cap_s=args.max_polling_interval)
     return cfg
 
 

@@ -11,13 +11,15 @@ sdk/storage/Microsoft.Azure.WebJobs.Extensions.Storage.{Common,Queues}/src:
 * a message is received with a 10-minute visibility lease, renewed halfway while the function runs;
 * up to ``batchSize`` messages are fetched at a time, and the next batch once no more than
   ``newBatchThreshold`` are in flight (so at most ``batchSize + newBatchThreshold`` run at once);
-* an empty queue is polled with a randomized exponential backoff from 100 ms to ``maxPollingInterval``;
+* an empty queue is polled with a randomized exponential backoff from 100 ms to ``maxPollingInterval``
+  (``PollingBackoff``), back to 100 ms once a poll finds messages, and at once again while it does;
 * success deletes the message; failure makes it visible again after ``visibilityTimeout``, or moves it to
   ``<queue>-poison`` once its dequeue count reached ``maxDequeueCount``; a message received with a dequeue
   count above ``maxDequeueCount`` (the host died mid-run) and, with base64 encoding, a body that is not
   base64 go to the poison queue without an invocation.
 
-Run ``python -m devstack.funchost --script-root .`` for a host that runs until Ctrl-C.
+Run ``python -m devstack.funchost --script-root .`` for a host that runs until Ctrl-C; with
+``DEVSTACK_HTTP_TRACE=1`` it logs every HTTP request it makes (``devstack.httptrace``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.functions.queue import QueueMessage as TriggerMessage
 from azure.storage.queue import ExponentialRetry, QueueMessage, QueueServiceClient
+
+from . import httptrace
 
 logger = logging.getLogger(__name__)
 # Every poll is an HTTP request: keep the SDK's per-request INFO lines out of the invocation log.
@@ -431,20 +435,37 @@ class FunctionStats:
     peak_in_flight: int = 0
 
 
-class _Backoff:
-    """RandomizedExponentialBackoffStrategy: the minimum after a found message, else ~x2 (±20%) up to max."""
+class PollingBackoff:
+    """The wait between polls of an empty queue: the extension's ``RandomizedExponentialBackoffStrategy``
+    (``Shared/Timers/RandomizedExponentialBackoffStrategy.cs``), which ``QueueListener`` builds from
+    ``QueuePollingIntervals.Minimum`` (100 ms) and ``maxPollingInterval``.
 
-    def __init__(self, minimum: float, maximum: float) -> None:
+    After a poll that found messages the next empty poll waits the minimum; each further empty poll
+    waits ``minimum + U(0.8, 1.2) x 2^(n-1) x minimum`` (n = 1, 2, ...) until that reaches the
+    maximum, and from then on exactly the maximum (no jitter there). ``uniform`` draws the factor
+    (``random.uniform``; the benchmark passes the bounds to get the slowest ramp).
+    """
+
+    RANDOMIZATION = 0.2  # RandomizedExponentialBackoffStrategy.RandomizationFactor
+
+    def __init__(
+        self, minimum: float, maximum: float, uniform: Callable[[float, float], float] = random.uniform
+    ) -> None:
+        if not 0 <= minimum <= maximum:
+            raise ValueError("the minimum interval must be between 0 and the maximum")
         self.minimum, self.maximum = minimum, maximum
+        self._uniform = uniform
         self._current, self._exponent = 0.0, 0
 
     def next_delay(self, found_message: bool) -> float:
+        """Seconds to wait before the next poll; ``found_message``: a poll since the last wait found some."""
         if found_message:
             self._current, self._exponent = self.minimum, 1
         elif self._current != self.maximum:
             interval = self.minimum
             if self._exponent > 0:
-                interval += random.uniform(0.8, 1.2) * 2 ** (self._exponent - 1) * self.minimum
+                factor = self._uniform(1 - self.RANDOMIZATION, 1 + self.RANDOMIZATION)
+                interval += factor * 2 ** (self._exponent - 1) * self.minimum
             if interval < self.maximum:
                 self._current, self._exponent = interval, self._exponent + 1
             else:
@@ -512,7 +533,7 @@ class _Listener:
 
     # QueueListener.ExecuteAsync, as a loop
     def _poll(self) -> None:
-        backoff = _Backoff(MIN_POLLING_INTERVAL_S, self.options.max_polling_interval)
+        backoff = PollingBackoff(MIN_POLLING_INTERVAL_S, self.options.max_polling_interval)
         found_since_delay, queue_ready, healthy = False, False, True
         stopping = self.host._stopping
         while not stopping.is_set():
@@ -577,7 +598,8 @@ class _Listener:
 
     def _process(self, message: QueueMessage) -> None:
         try:
-            self._handle(message, _Lease(message))
+            with httptrace.message_scope(message.id):
+                self._handle(message, _Lease(message))
         except Exception:  # like the listener: report, and the message reappears when its lease ends
             logger.exception(
                 "Function %s: handling message %s failed in the host", self.function.name, message.id
@@ -652,9 +674,14 @@ class _Listener:
     def _call(self, msg: func.QueueMessage) -> None:
         if self.entry is None:
             raise FunctionLoadError(f"function {self.function.name} failed to load") from self.load_error
-        result = self.entry(**{self.function.binding_name: msg})
-        if inspect.iscoroutine(result):
-            asyncio.run(result)
+        started = time.time()
+        try:
+            with httptrace.message_scope(msg.id):
+                result = self.entry(**{self.function.binding_name: msg})
+                if inspect.iscoroutine(result):
+                    asyncio.run(result)
+        finally:
+            httptrace.span("invoke", msg.id, started, time.time())
 
     def _await(self, future: Future[None], started: float, lease: _Lease) -> BaseException | None:
         """Wait for the invocation, renewing the lease halfway; past functionTimeout it has failed."""
@@ -768,6 +795,8 @@ class FunctionHost:
         """Import the functions and start polling their queues on background threads."""
         if self._listeners:
             return
+        if httptrace.enabled(self.env):
+            httptrace.install()
         logger.info("Queue options %s, functionTimeout=%ss", self.queue_options, self.function_timeout)
         for function in self.functions:
             listener = _Listener(self, function, self._service(function.connection))

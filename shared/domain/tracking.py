@@ -27,6 +27,7 @@ class Submission:
     subject: Subject
     submitted_at: datetime
     deadline: datetime
+    reported: bool | None = None  # its final result was written; None: the store did not say
 
 
 @dataclass(frozen=True)

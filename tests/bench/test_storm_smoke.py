@@ -68,3 +68,40 @@ def test_naive_baseline_makes_one_call_per_alert_device(report: dict[str, Any]) 
 @pytest.mark.parametrize("phase", PIPELINE_PHASES)
 def test_one_token_request_per_process(report: dict[str, Any], phase: str) -> None:
     assert report[phase]["tokens_per_process"] == 1
+
+
+def test_quiet_alerts_each_get_one_first_and_one_final_result(report: dict[str, Any]) -> None:
+    quiet = report["quiet"]
+    assert quiet["alerts"] == QUICK.quiet_alerts
+    assert quiet["timed"] == QUICK.quiet_alerts  # every alert traced from the queue to MDE's POST
+    assert (quiet["first_results"], quiet["final_results"]) == (QUICK.quiet_alerts, QUICK.quiet_alerts)
+    assert quiet["missing"] == quiet["duplicates"] == quiet["poison"] == 0
+    assert quiet["outcomes"] == {"1:Submitted": QUICK.quiet_alerts, "2:Succeeded": QUICK.quiet_alerts}
+    assert quiet["token_requests"] == 1
+
+
+def test_quiet_costs_are_counted_per_request(report: dict[str, Any]) -> None:
+    quiet = report["quiet"]
+    first, check = quiet["cost_first"], quiet["cost_check"]
+    assert quiet["checks_per_request"] == 1  # the simulator finishes each action before its first check
+    for costs in (first, check):  # one poll, one result and one delete per message, whatever else
+        assert costs["queue: Get Messages"] == costs["queue: Put Message (result)"] == 1
+        assert costs["queue: Delete Message"] == 1
+    assert first["MDE: Isolate machine"] == 1
+    assert check["MDE: Get machine action"] == 1
+    assert quiet["mde_per_request"]["max"] == quiet["mde_per_request"]["mean"]  # the same for every alert
+    assert quiet["stages"]["steps"]  # the common path was found and timed
+    assert {row["cap_s"] for row in quiet["tradeoff"]} >= {0.5, 1.0, 2.0, 5.0, 10.0, 60.0}
+
+
+def test_scaled_out_and_burst_runs_lose_nothing_and_isolate_each_device_once(report: dict[str, Any]) -> None:
+    scale = report["scale"]
+    processes = {int(label.rsplit("x", 1)[1]) for label in scale}
+    assert processes == {*QUICK.scale_processes, *QUICK.burst_processes}
+    assert {label.split(" x")[0] for label in scale} == {"storm", "mixed", "burst"}
+    for label, figures in scale.items():
+        assert figures["missing"] == figures["duplicates"] == figures["unexpected"] == 0, label
+        assert figures["lost"] == 0, label
+        assert figures["writes"]["isolate"] == figures["storm_devices"], label  # one per device, any host
+        assert figures["tokens_per_process"] == 1, label
+    assert scale[f"burst x{QUICK.burst_processes[0]}"]["storm_devices"] == QUICK.burst_devices

@@ -19,9 +19,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from azure.data.tables import TableEntity
 
 from ...domain.breaker import BreakerResult, BreakerSlot, BreakerState, check_breaker, take_breaker_slot
 from ...domain.policy_config import BreakerPolicy
@@ -31,25 +35,38 @@ from .store import MAX_CONFLICT_RETRIES, TableStore, digest, storage_error_code,
 logger = logging.getLogger(__name__)
 
 BREAKER_KEYS = ("breaker", "isolations")
+SEEN_MAX = 256  # checks kept for their take_slot; the oldest beyond this are simply read again
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _SLOT = re.compile(r"(\d{1,15}):([0-9a-f]{16})")  # epoch ms : the request's hash
 
 
 class TableBreaker:
-    """The breaker shared by every instance, on the ledger table."""
+    """The breaker shared by every instance, on the ledger table.
+
+    What a request's ``check`` read is kept for its ``take_slot``, which writes from it without
+    reading again: the write is conditional on that read's ETag, so a change made since (another
+    instance's slot, an operator's reset) fails it, and the slot is decided again from a fresh read
+    as after any lost race. An answer that writes nothing is never given from it.
+    """
 
     def __init__(self, store: TableStore, policy: BreakerPolicy) -> None:
         self._store = store
         self._policy = policy
+        self._seen: OrderedDict[str, TableEntity | None] = OrderedDict()
+        self._seen_lock = threading.Lock()
 
     def check(self, request_id: str, now: datetime) -> BreakerResult | None:
         """Held when the breaker is open now: one read, no write."""
         try:
             entity = self._store.get(*BREAKER_KEYS)
-            if entity is None:
-                return None
-            return check_breaker(state_from_entity(entity), digest(request_id, 16), utc(now), self._policy)
+            held = None
+            if entity is not None:
+                state = state_from_entity(entity)
+                held = check_breaker(state, digest(request_id, 16), utc(now), self._policy)
+            if held is None:
+                self._remember(request_id, entity)
+            return held
         except TransientError as e:
             logger.info("breaker check skipped request_id=%s code=%s", request_id, _cause(e))
             return None  # take_slot reads it again and holds the isolation if it still cannot
@@ -74,18 +91,37 @@ class TableBreaker:
 
     def _take_slot(self, request_id: str, machine_id: str, now: datetime) -> BreakerResult:
         key = digest(request_id, 16)
+        recalled, entity = self._recall(request_id)
         for attempt in range(MAX_CONFLICT_RETRIES):
-            entity = self._store.get(*BREAKER_KEYS)
+            if not recalled:
+                entity = self._store.get(*BREAKER_KEYS)
             state = state_from_entity(entity) if entity is not None else BreakerState()
             new_state, result = take_breaker_slot(state, key, now, self._policy)
             if entity is not None and new_state == state:
+                if recalled:  # an answer without a write comes from a fresh read only
+                    recalled = False
+                    continue
                 return result  # nothing to write (held while open, a redelivery)
             if self._store.write(entity, breaker_entity(new_state)):
                 if result.held and result.opened_at == now:
                     _alarm(result, request_id, machine_id)
                 return result
+            recalled = False
             self._store.backoff(attempt)
         raise TransientError("LedgerContention", "breaker: too many concurrent updates")
+
+    def _remember(self, request_id: str, entity: TableEntity | None) -> None:
+        with self._seen_lock:
+            self._seen[request_id] = entity
+            self._seen.move_to_end(request_id)
+            while len(self._seen) > SEEN_MAX:
+                self._seen.popitem(last=False)  # a check never followed by a slot (skipped by policy)
+
+    def _recall(self, request_id: str) -> tuple[bool, TableEntity | None]:
+        with self._seen_lock:
+            if request_id in self._seen:
+                return True, self._seen.pop(request_id)
+        return False, None
 
 
 def _alarm(result: BreakerResult, request_id: str, machine_id: str) -> None:

@@ -28,8 +28,7 @@ class TableFinals:
 
     def reported(self, action_id: str, request_id: str) -> bool:
         """Whether the final result of (action, request) was already written."""
-        entity = self._store.get(_partition(action_id), _final_key(request_id))
-        return entity is not None and entity.get("state", "published") == "published"
+        return published(self._store.get(_partition(action_id), final_key(request_id)))
 
     def claim(self, action_id: str, request_id: str, now: datetime) -> Literal["won", "done", "busy"]:
         """Take the right to write the result of (action, key): exactly one of several racing
@@ -37,23 +36,27 @@ class TableFinals:
         ``FINAL_CLAIM_TIMEOUT`` (until then ``busy``), so a result is never lost to a crash."""
         entity = {
             "PartitionKey": _partition(action_id),
-            "RowKey": _final_key(request_id),
+            "RowKey": final_key(request_id),
             "requestId": request_id,
             "state": "claimed",
             "claimedAt": utc(now).isoformat(),
         }
+        # Most results are written once: create first, and read only when the row exists already.
+        if self._store.write(None, entity):
+            return "won"
         previous = self._store.get(entity["PartitionKey"], entity["RowKey"])
-        if previous is not None:
-            if previous.get("state", "published") == "published":
-                return "done"
-            claimed_at = when(previous.get("claimedAt"))
-            if claimed_at is not None and utc(now) - claimed_at < FINAL_CLAIM_TIMEOUT:
-                return "busy"
+        if previous is None:  # deleted since (its writer gave the claim back): try once more
+            return "won" if self._store.write(None, entity) else "busy"
+        if published(previous):
+            return "done"
+        claimed_at = when(previous.get("claimedAt"))
+        if claimed_at is not None and utc(now) - claimed_at < FINAL_CLAIM_TIMEOUT:
+            return "busy"
         return "won" if self._store.write(previous, entity) else "busy"
 
     def release(self, action_id: str, request_id: str) -> None:
         """Give a claim back (publishing failed), so the redelivery can write the result."""
-        self._store.delete(_partition(action_id), _final_key(request_id))
+        self._store.delete(_partition(action_id), final_key(request_id))
 
     def mark_reported(
         self, action_id: str, request_id: str, outcome: str, action: Mapping[str, Any], now: datetime
@@ -63,7 +66,7 @@ class TableFinals:
         self._store.upsert(
             {
                 "PartitionKey": _partition(action_id),
-                "RowKey": _final_key(request_id),
+                "RowKey": final_key(request_id),
                 "requestId": request_id,
                 "state": "published",
                 "outcome": outcome,
@@ -74,8 +77,8 @@ class TableFinals:
 
     def final_of(self, action_id: str, request_id: str) -> tuple[str, dict[str, Any]] | None:
         """(outcome, final action) once the final result of (action, request) was written."""
-        entity = self._store.get(_partition(action_id), _final_key(request_id))
-        if entity is None or entity.get("state", "published") != "published":
+        entity = self._store.get(_partition(action_id), final_key(request_id))
+        if entity is None or not published(entity):
             return None
         return str(entity.get("outcome")), dict(json.loads(entity.get("action") or "{}"))
 
@@ -100,8 +103,14 @@ def _partition(action_id: str) -> str:
     return f"action:{action_id}"
 
 
-def _final_key(request_id: str) -> str:
+def final_key(request_id: str) -> str:
+    """The row key of the final-result marker of ``request_id``'s action."""
     return "final:" + digest(request_id, 32)
+
+
+def published(entity: Mapping[str, Any] | None) -> bool:
+    """Whether a final-result marker says the result was written (not merely claimed)."""
+    return entity is not None and entity.get("state", "published") == "published"
 
 
 def _action_json(action: Mapping[str, Any]) -> str:

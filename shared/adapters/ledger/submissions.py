@@ -13,6 +13,7 @@ from typing import Any
 from ...domain.results import Subject
 from ...domain.tracking import Submission
 from ...errors import TransientError
+from .finals import final_key, published
 from .store import TableStore, digest, utc, when
 
 
@@ -35,14 +36,27 @@ class TableSubmissions:
         )
 
     def get(self, action_id: str, request_id: str) -> Submission | None:
-        entity = self._store.get(f"action:{action_id}", _row_key(request_id))
+        """The submission, and whether its final result was written: both rows of the action's
+        partition in one query (one transaction, not two reads)."""
+        row, final = _row_key(request_id), final_key(request_id)
+        # The space before ")": the SDK finds @names between spaces.
+        rows = {
+            e["RowKey"]: e
+            for e in self._store.query(
+                "PartitionKey eq @pk and (RowKey eq @row or RowKey eq @final )",
+                pk=f"action:{action_id}",
+                row=row,
+                final=final,
+            )
+        }
+        entity = rows.get(row)
         if entity is None:
             return None
         submitted_at, deadline = when(entity.get("submittedAt")), when(entity.get("deadline"))
         subject = _subject(entity.get("subject"))
         if submitted_at is None or deadline is None or subject is None or subject.request_id != request_id:
             raise TransientError("LedgerCorrupt", f"submission {action_id}/{request_id} is unreadable")
-        return Submission(action_id, subject, submitted_at, deadline)
+        return Submission(action_id, subject, submitted_at, deadline, published(rows.get(final)))
 
 
 def _row_key(request_id: str) -> str:
