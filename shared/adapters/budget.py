@@ -41,6 +41,7 @@ class CallBudget:
         self._lock = threading.Lock()
         self._calls: dict[str, deque[float]] = {}
         self._blocked_until: dict[str, float] = {}
+        self._turns: dict[str, list[float]] = {}
 
     def spend(self, group: str) -> None:
         now = self._clock()
@@ -63,6 +64,30 @@ class CallBudget:
         """Seconds until MDE accepts calls to this group again, as far as this process knows."""
         with self._lock:
             return max(0.0, self._blocked_until.get(group, 0.0) - self._clock())
+
+    def turn(self, group: ApiGroup) -> float:
+        """Seconds until a call refused now (the group is throttled) should be tried again.
+
+        MDE's window slides: after its ``Retry-After`` the oldest call leaves the window, and the
+        next slots free at the pace the calls after it were made. This process knows its own calls,
+        so the refused calls are lined up: the first at ``Retry-After``, the n-th (counting those
+        still waiting) as many seconds later as this process's n-th call of the last minute came
+        after its first. Beyond those, one more every ``60 / per_minute`` seconds. A burst is thus
+        tried again as fast as its slots free, not spread over a quarter of the wait for safety. A
+        wait longer than the minute (the hour's limit) is lined up at that pace from its end."""
+        now = self._clock()
+        with self._lock:
+            blocked = max(now, self._blocked_until.get(group, 0.0))
+            waiting = [t for t in self._turns.get(group, ()) if t > now]
+            own = [t for t in self._calls.get(group, ()) if t > now - 60] if blocked <= now + 60 else []
+            n = len(waiting)
+            if n < len(own):
+                at = blocked + own[n] - own[0]
+            else:
+                at = max([blocked, *waiting]) + (60 / self.per_minute if waiting or own else 0.0)
+            waiting.append(at)
+            self._turns[group] = waiting
+            return at - now
 
     def spent(self, group: str, window_s: float) -> int:
         now = self._clock()
