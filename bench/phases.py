@@ -312,6 +312,9 @@ class Bench:
             "LEDGER_TABLE": table,
             "ISOLATION_POLICY": json.dumps(policy),
             "TRACKING_SCHEDULE": TRACKING_SCHEDULE,
+            # Each host runs both functions: n hosts are n processes calling MDE, as the Bicep's
+            # 2 x maximumInstanceCount counts the two function groups.
+            "MDE_BUDGET_SHARES": str(processes),
         }
         logs = []
         for _ in range(processes):

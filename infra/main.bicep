@@ -286,6 +286,9 @@ var appSettings = {
   MDE_TOKEN_SCOPE: mdeTokenScope
   MDE_HTTP_CONNECT_TIMEOUT: '5'
   MDE_HTTP_READ_TIMEOUT: '30'
+  // isolate_fn and release_fn scale as separate groups, each up to maximumInstanceCount
+  // instances, and every instance has its own MDE call budget: each keeps to its share.
+  MDE_BUDGET_SHARES: string(2 * maximumInstanceCount)
   DRY_RUN: dryRun ? 'true' : 'false'
   ISOLATION_POLICY: empty(isolationPolicy) ? '' : string(isolationPolicy)
   TICKET_MAPPINGS: empty(ticketMappings) ? '' : string(ticketMappings)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from azure.core.credentials import TokenCredential
 
+from .adapters.budget import CallBudget
 from .adapters.identity import CredentialTokenProvider, managed_identity_credential
 from .adapters.jira import JiraClient
 from .adapters.ledger.approvals import TableApprovals
@@ -53,6 +54,7 @@ def build_context(settings: Settings) -> Context:
         tokens,
         timeout=(settings.http_connect_timeout, settings.http_read_timeout),
         retries=settings.http_retries,
+        budget=CallBudget(shares=settings.mde_budget_shares),
         app_id=settings.azure_client_id,
     )
     storage_credential = _storage_credential(settings, credential)

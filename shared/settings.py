@@ -82,6 +82,7 @@ class Settings:
     ticket_mappings: TicketMappings
     dry_run: bool
     device_cache_seconds: float
+    mde_budget_shares: int = 1  # processes that may call MDE for the app at once (CallBudget)
     jira: JiraSettings | None = None  # None: releases from Jira cannot be verified
     servicenow: ServiceNowSettings | None = None  # None: releases from ServiceNow cannot be verified
 
@@ -307,6 +308,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         ticket_mappings=load_ticket_mappings(_optional(env, "TICKET_MAPPINGS")),
         dry_run=_boolean(env, "DRY_RUN", default=False),
         device_cache_seconds=_number(env, "DEVICE_CACHE_SECONDS", 300, 0, 3600),
+        mde_budget_shares=int(_number(env, "MDE_BUDGET_SHARES", 1, 1, 1000)),
         jira=_jira(env),
         servicenow=_servicenow(env),
     )

@@ -24,8 +24,12 @@ class CallBudget:
     spare budget, so containment's own calls on a shared group (a release's state read and an
     isolation's policy look-up both count against ``machines``) are never the ones that meet a 429;
     and after a 429 a call to that group is not made again before its ``Retry-After`` has passed
-    (it would only earn another 429). Per process: other instances are not seen, so this avoids
-    429s rather than rules them out; the use cases still handle every 429 MDE returns.
+    (it would only earn another 429); and the calls refused meanwhile are lined up (``turn``).
+    Per process: other instances are not seen, so this avoids 429s rather than rules them out; the
+    use cases still handle every 429 MDE returns. ``shares`` is how many processes may call MDE for
+    the app at once (``MDE_BUDGET_SHARES``): the best-effort reads, the releases' yield and floor
+    and the pace of a line beyond this process's own calls keep to one share of each limit.
+    Containment's own calls are never held back by it, only by MDE's 429s.
     """
 
     def __init__(
@@ -34,10 +38,13 @@ class CallBudget:
         *,
         per_minute: int = CALLS_PER_MINUTE,
         per_hour: int = CALLS_PER_HOUR,
+        shares: int = 1,
     ) -> None:
+        if shares < 1:
+            raise ValueError("shares must be at least 1")
         self._clock = clock
-        self.per_minute = per_minute
-        self.per_hour = per_hour
+        self.per_minute = per_minute / shares  # this process's share of each limit
+        self.per_hour = per_hour / shares
         self._lock = threading.Lock()
         self._calls: dict[str, deque[float]] = {}
         self._blocked_until: dict[str, float] = {}
@@ -115,7 +122,7 @@ class CallBudget:
             if self._count(group, now, 60) < self.per_minute * YIELD_SHARE:
                 return True
             floor = f"release-floor:{group}"
-            if self._count(floor, now, 60) < max(1.0, self.per_minute * RELEASE_FLOOR_SHARE):
+            if self._count(floor, now, 60) < max(1, int(self.per_minute * RELEASE_FLOOR_SHARE)):
                 self._record(floor, now)
                 return True
             return False

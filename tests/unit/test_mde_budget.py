@@ -139,3 +139,23 @@ def test_a_wait_for_the_hours_limit_is_lined_up_at_the_limits_pace_from_its_end(
     assert [budget.turn("isolate") for _ in range(3)] == pytest.approx(
         [1200.0, 1200.0 + gap, 1200.0 + 2 * gap]
     )
+
+
+def test_with_shares_each_process_keeps_its_optional_reads_and_release_yield_to_its_share(
+    clock: Clock,
+) -> None:
+    budget = CallBudget(clock, shares=4)  # four processes call MDE for the app
+    spend(budget, "machines", 12)
+    assert budget.has_spare("machines")
+    budget.spend("machines")  # 13: over half of this process's quarter of the minute (12.5)
+    assert not budget.has_spare("machines")
+    spend(budget, "machineactions", 20)  # 80 % of its quarter: containment's now
+    admitted = [budget.admit_release("machineactions") for _ in range(3)]
+    assert admitted == [True, False, False]  # the floor, a quarter of 5 a minute: at least one
+    budget.throttled("isolate", 5.0)
+    assert [budget.turn("isolate") for _ in range(2)] == pytest.approx([5.0, 5.0 + 4 * 60 / CALLS_PER_MINUTE])
+
+
+def test_shares_must_be_at_least_one() -> None:
+    with pytest.raises(ValueError, match="shares"):
+        CallBudget(shares=0)

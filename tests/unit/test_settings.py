@@ -79,6 +79,7 @@ def test_base_url_and_scope_overrides_win_over_the_cloud() -> None:
         ({"RELEASE_QUEUE": "a--b"}, "RELEASE_QUEUE"),
         ({"MDE_HTTP_READ_TIMEOUT": "soon"}, "MDE_HTTP_READ_TIMEOUT"),
         ({"MDE_HTTP_CONNECT_TIMEOUT": "0"}, "MDE_HTTP_CONNECT_TIMEOUT"),
+        ({"MDE_BUDGET_SHARES": "0"}, "MDE_BUDGET_SHARES"),
     ],
 )
 def test_malformed_setting_fails_naming_it(overrides: dict[str, str], named: str) -> None:
@@ -174,3 +175,8 @@ def test_an_unresolved_key_vault_reference_is_a_config_error_not_a_password() ->
     reference = "@Microsoft.KeyVault(VaultName=kv-tkt-abc;SecretName=servicenow-password)"
     with pytest.raises(ConfigError, match="SERVICENOW_PASSWORD is an unresolved Key Vault reference"):
         load_settings(env(**{**SERVICENOW, "SERVICENOW_PASSWORD": reference}))
+
+
+def test_mde_budget_shares_default_to_one_process() -> None:
+    assert load_settings(env()).mde_budget_shares == 1
+    assert load_settings(env(MDE_BUDGET_SHARES="8")).mde_budget_shares == 8
