@@ -121,5 +121,5 @@ class MdeThrottled(MdeTransientError, Throttled):
 
 class MdeThrottledLocally(MdeThrottled):
     """Not sent: MDE answered an earlier call to the same API with 429, and its ``Retry-After`` has
-    not passed yet (``retry_after`` is this call's turn, see ``CallBudget.turn``). Status 429 and
-    code ``TooManyRequests``, as MDE's own answer would have been; it cost no MDE call."""
+    not passed yet (``retry_after`` is what is left). Status 429 and code ``TooManyRequests``, as
+    MDE's own answer would have been; it cost no MDE call."""

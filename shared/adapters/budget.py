@@ -24,11 +24,10 @@ class CallBudget:
     spare budget, so containment's own calls on a shared group (a release's state read and an
     isolation's policy look-up both count against ``machines``) are never the ones that meet a 429;
     and after a 429 a call to that group is not made again before its ``Retry-After`` has passed
-    (it would only earn another 429); and the calls refused meanwhile are lined up (``turn``).
-    Per process: other instances are not seen, so this avoids 429s rather than rules them out; the
-    use cases still handle every 429 MDE returns. ``shares`` is how many processes may call MDE for
-    the app at once (``MDE_BUDGET_SHARES``): the best-effort reads, the releases' yield and floor
-    and the pace of a line beyond this process's own calls keep to one share of each limit.
+    (it would only earn another 429). Per process: other instances are not seen, so this avoids
+    429s rather than rules them out; the use cases still handle every 429 MDE returns. ``shares``
+    is how many processes may call MDE for the app at once (``MDE_BUDGET_SHARES``): the
+    best-effort reads and the releases' yield and floor keep to one share of each limit.
     Containment's own calls are never held back by it, only by MDE's 429s.
     """
 
@@ -48,7 +47,6 @@ class CallBudget:
         self._lock = threading.Lock()
         self._calls: dict[str, deque[float]] = {}
         self._blocked_until: dict[str, float] = {}
-        self._turns: dict[str, list[float]] = {}
 
     def spend(self, group: str) -> None:
         now = self._clock()
@@ -71,30 +69,6 @@ class CallBudget:
         """Seconds until MDE accepts calls to this group again, as far as this process knows."""
         with self._lock:
             return max(0.0, self._blocked_until.get(group, 0.0) - self._clock())
-
-    def turn(self, group: ApiGroup) -> float:
-        """Seconds until a call refused now (the group is throttled) should be tried again.
-
-        MDE's window slides: after its ``Retry-After`` the oldest call leaves the window, and the
-        next slots free at the pace the calls after it were made. This process knows its own calls,
-        so the refused calls are lined up: the first at ``Retry-After``, the n-th (counting those
-        still waiting) as many seconds later as this process's n-th call of the last minute came
-        after its first. Beyond those, one more every ``60 / per_minute`` seconds. A burst is thus
-        tried again as fast as its slots free, not spread over a quarter of the wait for safety. A
-        wait longer than the minute (the hour's limit) is lined up at that pace from its end."""
-        now = self._clock()
-        with self._lock:
-            blocked = max(now, self._blocked_until.get(group, 0.0))
-            waiting = [t for t in self._turns.get(group, ()) if t > now]
-            own = [t for t in self._calls.get(group, ()) if t > now - 60] if blocked <= now + 60 else []
-            n = len(waiting)
-            if n < len(own):
-                at = blocked + own[n] - own[0]
-            else:
-                at = max([blocked, *waiting]) + (60 / self.per_minute if waiting or own else 0.0)
-            waiting.append(at)
-            self._turns[group] = waiting
-            return at - now
 
     def spent(self, group: str, window_s: float) -> int:
         now = self._clock()

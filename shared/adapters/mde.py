@@ -157,12 +157,10 @@ class MdeClient:
         url = f"{self._base_url}{path}"
         wait = self._budget.wait_s(group)
         if wait > 0:  # MDE said when: calling earlier only earns another 429
-            turn = self._budget.turn(group)
             raise MdeThrottledLocally(
                 "TooManyRequests",
-                f"MDE throttled the {group} API; {wait:.1f} s of its Retry-After left, "
-                f"this call's turn in {turn:.1f} s",
-                retry_after=turn,
+                f"MDE throttled the {group} API; {wait:.1f} s of its Retry-After left",
+                retry_after=wait,
                 method=method,
                 url=url,
                 status=429,
@@ -181,7 +179,6 @@ class MdeClient:
             error = _error_from_response(method, url, response)
             if isinstance(error, MdeThrottled):
                 self._budget.throttled(group, error.retry_after)
-                error.retry_after = self._budget.turn(group)  # its place in the line, after Retry-After
             raise error
         try:
             return response.json()

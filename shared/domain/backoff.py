@@ -11,13 +11,13 @@ YIELD_S = (5.0, 10.0)  # a release yielding its call to containment asks again i
 HOLDER_WAIT_S = (2.0, 4.0)  # a storm duplicate waiting for the request posting its device
 
 
-def throttled_delay(retry_after: float | None, *, lined_up: bool, rng: random.Random) -> float:
-    """After a 429: never earlier than ``Retry-After``. MDE's (``lined_up``) comes as the call's turn:
-    the MDE client's budget lines up the calls its process could not make, as the API's window frees
-    its slots, so it is the wait as it stands. A ticket system's is spread later by up to a quarter
-    of it, so the calls it throttled do not all wake for the one call that frees."""
+def throttled_delay(retry_after: float | None, *, local: bool, rng: random.Random) -> float:
+    """After a 429: never earlier than ``Retry-After``, spread later by up to a quarter of it, so a
+    throttled burst does not wake all at once for the one call that frees. A call refused in this
+    process is spread by at least a second (it costs no MDE call, only a re-enqueue)."""
     wait = retry_after or DEFAULT_RETRY_AFTER_S
-    return wait if lined_up else wait + rng.uniform(0, wait / 4)
+    spread = max(wait / 4, 1.0) if local else wait / 4
+    return wait + rng.uniform(0, spread)
 
 
 def yield_delay(rng: random.Random) -> float:

@@ -273,7 +273,7 @@ def test_a_429_requeues_for_retry_after_as_the_next_attempt_and_frees_the_device
     assert w.outbox.results == [] and w.claims.rows == {}
     ((_, again, delay),) = w.outbox.sent
     assert (again["requestId"], again["attempt"], again["machineId"]) == ("req-1", 2, PC)
-    assert delay == 8.0  # MDE's client lined the call up: its retry_after is the wait
+    assert 8.0 <= delay <= 10.0  # Retry-After plus up to a quarter
 
 
 def test_a_call_refused_in_process_costs_no_attempt() -> None:
@@ -281,7 +281,7 @@ def test_a_call_refused_in_process_costs_no_attempt() -> None:
     w.mde.fail["isolate"] = [raises(MdeThrottledLocally, "TooManyRequests", 429, retry_after=2.0)]
     w.deliver(isolation())
     ((_, again, delay),) = w.outbox.sent
-    assert again["attempt"] == 1 and delay == 2.0  # its turn, as the budget lined it up
+    assert again["attempt"] == 1 and 2.0 <= delay <= 3.0  # spread by at least a second
 
 
 def test_still_throttled_after_the_last_attempt_fails_retryable() -> None:

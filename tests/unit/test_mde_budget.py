@@ -105,42 +105,6 @@ def test_the_floor_refills_as_the_minute_slides(clock: Clock) -> None:
     assert budget.admit_release("machineactions")
 
 
-def test_refused_calls_are_lined_up_at_the_pace_the_window_frees(clock: Clock) -> None:
-    budget = CallBudget(clock)
-    for _ in range(CALLS_PER_MINUTE):  # a burst: a call every 10 ms
-        budget.spend("isolate")
-        clock.now += 0.01
-    budget.throttled("isolate", 59.0)  # MDE: the first of them leaves the window in 59 s
-    clock.now += 5
-    turns = [budget.turn("isolate") for _ in range(3)]
-    assert turns == pytest.approx([54.0, 54.01, 54.02])  # after Retry-After, as the burst was spent
-    assert budget.turn("isolate") == pytest.approx(54.03)  # the line goes on behind them
-    clock.now += 56  # they woke and called; a new 429: the old line is over, a new one starts
-    spend(budget, "isolate", 2)
-    budget.throttled("isolate", 4.0)
-    assert [budget.turn("isolate") for _ in range(2)] == pytest.approx([4.0, 4.0])
-    assert budget.turn("machines") == 0.0  # another API is not throttled: nothing to wait for
-
-
-def test_a_line_longer_than_the_calls_this_process_made_goes_on_at_the_limits_pace(clock: Clock) -> None:
-    budget = CallBudget(clock)
-    spend(budget, "isolate", 2)  # the other instances made most of the minute's calls
-    budget.throttled("isolate", 10.0)
-    turns = [budget.turn("isolate") for _ in range(4)]
-    gap = 60 / CALLS_PER_MINUTE
-    assert turns == pytest.approx([10.0, 10.0, 10.0 + gap, 10.0 + 2 * gap])
-
-
-def test_a_wait_for_the_hours_limit_is_lined_up_at_the_limits_pace_from_its_end(clock: Clock) -> None:
-    budget = CallBudget(clock)
-    spend(budget, "isolate", 50)
-    budget.throttled("isolate", 1200.0)
-    gap = 60 / CALLS_PER_MINUTE
-    assert [budget.turn("isolate") for _ in range(3)] == pytest.approx(
-        [1200.0, 1200.0 + gap, 1200.0 + 2 * gap]
-    )
-
-
 def test_with_shares_each_process_keeps_its_optional_reads_and_release_yield_to_its_share(
     clock: Clock,
 ) -> None:
@@ -152,8 +116,6 @@ def test_with_shares_each_process_keeps_its_optional_reads_and_release_yield_to_
     spend(budget, "machineactions", 20)  # 80 % of its quarter: containment's now
     admitted = [budget.admit_release("machineactions") for _ in range(3)]
     assert admitted == [True, False, False]  # the floor, a quarter of 5 a minute: at least one
-    budget.throttled("isolate", 5.0)
-    assert [budget.turn("isolate") for _ in range(2)] == pytest.approx([5.0, 5.0 + 4 * 60 / CALLS_PER_MINUTE])
 
 
 def test_shares_must_be_at_least_one() -> None:

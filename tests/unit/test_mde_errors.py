@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import requests
 
-from shared.adapters.budget import CALLS_PER_MINUTE, CallBudget
 from shared.adapters.mde import MdeClient, _error_from_response, odata_string
 from shared.domain.model import validate_action_id, validate_machine_id
 from shared.errors import (
@@ -20,7 +19,6 @@ from shared.errors import (
     MdeNotFound,
     MdePermanentError,
     MdeThrottled,
-    MdeThrottledLocally,
     MdeTransientError,
     PermanentError,
     TransientError,
@@ -180,38 +178,3 @@ def test_lookups_refuse_identifiers_that_are_not_what_they_claim_before_any_http
     with pytest.raises(InvalidRequest, match=code):
         call(mde)
     assert session.sent == []
-
-
-class Throttling(requests.Session):
-    """MDE answering every call 429 with ``Retry-After: 30``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent = 0
-
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        self.sent += 1
-        return response(429, mde_error("TooManyRequests"), {"Retry-After": "30"})
-
-
-class StaticToken:
-    def get_token(self) -> str:
-        return "t"
-
-
-def test_a_429_and_the_calls_refused_after_it_each_get_their_turn_no_earlier_than_retry_after() -> None:
-    now = [1000.0]
-    budget = CallBudget(lambda: now[0])
-    session = Throttling()
-    mde = MdeClient("https://api.securitycenter.microsoft.com", StaticToken(), session=session, budget=budget)
-    machine = "c0ffee000000000000000000000000000000cafe"
-    with pytest.raises(MdeThrottled) as throttled:
-        mde.get_machine(machine)
-    assert not isinstance(throttled.value, MdeThrottledLocally) and throttled.value.retry_after == 30.0
-    now[0] += 10
-    with pytest.raises(MdeThrottledLocally) as refused:
-        mde.get_machine(machine)
-    assert session.sent == 1  # refused in the process: MDE saw one call
-    # Second in line: 20 s of Retry-After left, then one slot's pace behind the first (the process
-    # made one call in the last minute, so beyond it the line moves at the limit's pace).
-    assert refused.value.retry_after == pytest.approx(20.0 + 60 / CALLS_PER_MINUTE)
