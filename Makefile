@@ -41,7 +41,7 @@ demo: $(VENV)/.installed devstack/node_modules/.installed ## run the local stack
 stack: $(VENV)/.installed devstack/node_modules/.installed ## run the local stack until Ctrl-C (queues, simulator, identity endpoint, host)
 	$(PY) -m devstack up
 
-bench: $(VENV)/.installed devstack/node_modules/.installed ## the storm benchmark (about 3 minutes; prints one table)
+bench: $(VENV)/.installed devstack/node_modules/.installed ## the benchmark: storms, scale-out, burst, quiet-system latency (about 20 minutes on 2 cores; prints one table)
 	$(PY) -m bench.storm
 
 lint: setup
