@@ -83,9 +83,9 @@ def run(
     progress: Progress | None = None,
     phase: str = "all",
 ) -> dict[str, Any]:
-    """The whole benchmark (``phase`` "all"), or its storm part (overhead, cold start, storm, mixed,
-    naive: "storm") or the quiet-system phase alone ("latency"); returns the report (``render``
-    prints it)."""
+    """The whole benchmark (``phase`` "all"), or one part: "storm" (overhead, cold start, storm,
+    mixed, naive), "scale" (several hosts, the burst) or "latency" (the quiet system); returns the
+    report (``render`` prints it)."""
     started = time.monotonic()
     progress = progress or Progress()
     policy = POLICY if policy is None else policy

@@ -35,16 +35,6 @@ def slowest_ramp_s(cap_s: float, minimum_s: float = MIN_POLLING_INTERVAL_S) -> f
     return total
 
 
-def ramp_polls(cap_s: float, minimum_s: float = MIN_POLLING_INTERVAL_S) -> int:
-    """Empty polls between a found message and the first wait at the cap (extra cost per message)."""
-    backoff = PollingBackoff(minimum_s, cap_s, uniform=lambda low, high: low)
-    count, delay = 1, backoff.next_delay(True)
-    while delay < cap_s:
-        count += 1
-        delay = backoff.next_delay(False)
-    return count
-
-
 def idle_polls_per_day(cap_s: float, poll_s: float, listeners: int = LISTENERS) -> float:
     """Get Messages calls an idle instance makes in a day: each of its listeners once per cycle."""
     return listeners * DAY / (cap_s + poll_s)
