@@ -285,7 +285,7 @@ class JiraStore:
     def changelog_page(
         self, issue: Issue, start_at: int, max_results: int, base: str, version: str
     ) -> dict[str, Any]:
-        """Cloud's ``GET .../issue/{key}/changelog``: oldest first, at most 100 a page."""
+        """Cloud's ``GET /rest/api/3/issue/{key}/changelog``: oldest first, at most 100 a page."""
         size = min(max(max_results, 1), CHANGELOG_PAGE_MAX)
         values = issue.histories[start_at : start_at + size]
         total = len(issue.histories)

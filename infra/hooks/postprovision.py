@@ -34,8 +34,8 @@ from common import (
     required,
 )
 
-# Microsoft: "To force resolution of your app's Key Vault references, make an authenticated POST
-# request to .../config/configreferences/appsettings/refresh?api-version=2022-03-01"
+# Microsoft: to force resolution of the app's Key Vault references, POST (authenticated) to the
+# site's ``config/configreferences/appsettings/refresh`` with api-version 2022-03-01
 # (https://learn.microsoft.com/azure/app-service/app-service-key-vault-references#understand-rotation).
 REFERENCES_API = "2022-03-01"
 
