@@ -146,8 +146,6 @@ class Finals(Protocol):
     """Final results written exactly once per (action, request), and the storm duplicates that
     wait for an action's final result."""
 
-    def reported(self, action_id: str, request_id: str) -> bool: ...
-
     def claim(self, action_id: str, key: str, now: datetime) -> Literal["won", "done", "busy"]:
         """The right to write this result: exactly one of several racing writers wins; ``done`` when
         it was written; ``busy`` while another writer holds the claim (taken over once it is stale)."""

@@ -229,13 +229,19 @@ class FakeApprovals:
 
 @dataclass
 class FakeSubmissions:
+    """Submissions beside the final-result markers (one table partition per action, as stored)."""
+
+    finals: FakeFinals
     rows: dict[tuple[str, str], Submission] = field(default_factory=dict)
 
     def record(self, submission: Submission) -> None:
         self.rows[(submission.action_id, submission.subject.request_id)] = submission
 
     def get(self, action_id: str, request_id: str) -> Submission | None:
-        return self.rows.get((action_id, request_id))
+        row = self.rows.get((action_id, request_id))
+        if row is None:
+            return None
+        return replace(row, reported=self.finals.finals.get((action_id, request_id)) is not None)
 
 
 @dataclass
@@ -358,9 +364,6 @@ class FakeFinals:
     finals: dict[tuple[str, str], tuple[str, dict[str, Any]] | None] = field(default_factory=dict)
     dups: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
-    def reported(self, action_id: str, request_id: str) -> bool:
-        return self.finals.get((action_id, request_id)) is not None
-
     def claim(self, action_id: str, request_id: str, now: datetime) -> Literal["won", "done", "busy"]:
         if (action_id, request_id) in self.finals:
             return "busy" if self.finals[(action_id, request_id)] is None else "done"
@@ -463,15 +466,16 @@ def world(*, policy: Mapping[str, Any] | None = None, **settings: str) -> World:
         env["ISOLATION_POLICY"] = json.dumps(policy)
     config = load_settings(env)
     clock = FixedClock()
+    finals = FakeFinals()
     fakes: dict[str, Any] = {
         "mde": FakeMde(clock),
         "claims": FakeClaims(),
         "breaker": FakeBreaker(config.isolation_policy.breaker),
-        "finals": FakeFinals(),
+        "finals": finals,
         "audit": FakeAudit(),
         "outbox": FakeOutbox(),
         "approvals": FakeApprovals(),
-        "submissions": FakeSubmissions(),
+        "submissions": FakeSubmissions(finals),
         "jira": FakeJira(),
         "servicenow": FakeServiceNow(),
     }

@@ -27,7 +27,7 @@ class Submission:
     subject: Subject
     submitted_at: datetime
     deadline: datetime
-    reported: bool | None = None  # its final result was written; None: the store did not say
+    reported: bool = False  # its final result was written (read with the submission)
 
 
 @dataclass(frozen=True)

@@ -43,10 +43,7 @@ def follow_up(key: TrackingKey, action: Action, delivery: Delivery, ctx: Context
 def check(key: TrackingKey, submission: Submission, ctx: Context) -> Reply:
     """The check itself, for a submission this service made."""
     subject, now = submission.subject, ctx.ports.clock()
-    reported = submission.reported
-    if reported is None:  # the store did not read the final result's marker with the submission
-        reported = ctx.ports.finals.reported(key.action_id, key.request_id)
-    if reported:
+    if submission.reported:
         logger.info("final result already written action_id=%s", key.action_id)
         return Reply()  # without reading the action again: a redelivery costs no API call
     step = delay_at(ctx.settings.tracking_schedule, (now - submission.submitted_at).total_seconds())

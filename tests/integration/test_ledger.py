@@ -480,19 +480,19 @@ def test_ids_with_characters_forbidden_in_keys_are_stored(ledger: Ledger) -> Non
     assert ledger.claims.claim("not/a#machine", odd, T0, WINDOW).won
     assert ledger.breaker.take_slot(odd, "not/a#machine", T0).taken
     ledger.finals.mark_reported("action-1", odd, "Succeeded", {}, T0)
-    assert ledger.finals.reported("action-1", odd)
+    assert ledger.finals.final_of("action-1", odd) == ("Succeeded", {})
 
 
 def test_final_result_markers_are_unaffected(ledger: Ledger) -> None:
-    assert not ledger.finals.reported("action-1", "req-1")
+    assert not ledger.finals.final_of("action-1", "req-1")
     ledger.breaker.take_slot("req-1", PC, T0)
     ledger.claims.claim(PC, "req-1", T0, WINDOW)
     ledger.claims.record_isolation(PC, "req-1", "action-1", T0)
     ledger.audit.record(AuditEntry("req-1", "Isolate", "Submitted", T0, PC, "action-1"))
-    assert not ledger.finals.reported("action-1", "req-1")
+    assert not ledger.finals.final_of("action-1", "req-1")
     ledger.finals.mark_reported("action-1", "req-1", "Succeeded", {"id": "action-1"}, T0)
-    assert ledger.finals.reported("action-1", "req-1")
-    assert not ledger.finals.reported("action-1", "req-2")  # per request: a shared action reports each
+    assert ledger.finals.final_of("action-1", "req-1") is not None
+    assert not ledger.finals.final_of("action-1", "req-2")  # per request: a shared action reports each
 
 
 # --- approvals used -----------------------------------------------------------------------------

@@ -26,10 +26,6 @@ class TableFinals:
     def __init__(self, store: TableStore) -> None:
         self._store = store
 
-    def reported(self, action_id: str, request_id: str) -> bool:
-        """Whether the final result of (action, request) was already written."""
-        return published(self._store.get(_partition(action_id), final_key(request_id)))
-
     def claim(self, action_id: str, request_id: str, now: datetime) -> Literal["won", "done", "busy"]:
         """Take the right to write the result of (action, key): exactly one of several racing
         writers wins. A claim whose writer died unpublished is taken over after
