@@ -51,7 +51,11 @@ class TransientError(ContainmentError):
 
 class Throttled(TransientError):
     """429: a rate limit. The request waits (re-enqueued) for ``retry_after`` seconds instead of
-    spending host redeliveries."""
+    spending host redeliveries. ``frees_within`` (seconds, when the caller knows it) is how soon
+    after ``retry_after`` the limit frees the slots this process used: the waits need not be
+    spread wider than that."""
+
+    frees_within: float | None = None
 
 
 class MdeApiError(ContainmentError):

@@ -47,6 +47,7 @@ class CallBudget:
         self._lock = threading.Lock()
         self._calls: dict[str, deque[float]] = {}
         self._blocked_until: dict[str, float] = {}
+        self._waiting: dict[str, int] = {}  # calls refused since the group was last throttled
 
     def spend(self, group: str) -> None:
         now = self._clock()
@@ -61,14 +62,30 @@ class CallBudget:
 
     def throttled(self, group: ApiGroup, retry_after: float | None) -> None:
         """MDE answered 429: nothing to this group before ``Retry-After`` (60 s if it gave none)."""
-        until = self._clock() + (60.0 if retry_after is None else retry_after)
+        now = self._clock()
+        until = now + (60.0 if retry_after is None else retry_after)
         with self._lock:
+            if self._blocked_until.get(group, 0.0) <= now:
+                self._waiting[group] = 0  # throttled anew: the refused calls line up from here
             self._blocked_until[group] = max(until, self._blocked_until.get(group, 0.0))
 
     def wait_s(self, group: ApiGroup) -> float:
         """Seconds until MDE accepts calls to this group again, as far as this process knows."""
         with self._lock:
             return max(0.0, self._blocked_until.get(group, 0.0) - self._clock())
+
+    def refused(self, group: ApiGroup) -> float | None:
+        """A call to this group was refused (MDE's 429, or its ``Retry-After`` still running): how
+        long after the ``Retry-After`` its slot frees, as far as this process knows (None before it
+        made a call in the last minute). MDE's window frees this process's calls of the last minute
+        a minute after each was made, so the n-th call refused since the group was throttled gets
+        the slot of the n-th of those calls (the last one's, past their number): a burst made in
+        two seconds is tried again within two seconds, not a quarter of the wait."""
+        now = self._clock()
+        with self._lock:
+            waiting = self._waiting[group] = self._waiting.get(group, 0) + 1
+            recent = [t for t in self._calls.get(group, ()) if t > now - 60]
+        return recent[min(waiting, len(recent)) - 1] - recent[0] if recent else None
 
     def spent(self, group: str, window_s: float) -> int:
         now = self._clock()

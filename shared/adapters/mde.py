@@ -157,7 +157,7 @@ class MdeClient:
         url = f"{self._base_url}{path}"
         wait = self._budget.wait_s(group)
         if wait > 0:  # MDE said when: calling earlier only earns another 429
-            raise MdeThrottledLocally(
+            refused = MdeThrottledLocally(
                 "TooManyRequests",
                 f"MDE throttled the {group} API; {wait:.1f} s of its Retry-After left",
                 retry_after=wait,
@@ -165,6 +165,8 @@ class MdeClient:
                 url=url,
                 status=429,
             )
+            refused.frees_within = self._budget.refused(group)
+            raise refused
         self._budget.spend(group)
         headers = {"Authorization": f"Bearer {self._tokens.get_token()}", "Accept": "application/json"}
         try:
@@ -179,6 +181,7 @@ class MdeClient:
             error = _error_from_response(method, url, response)
             if isinstance(error, MdeThrottled):
                 self._budget.throttled(group, error.retry_after)
+                error.frees_within = self._budget.refused(group)
             raise error
         try:
             return response.json()

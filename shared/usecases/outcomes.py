@@ -92,7 +92,9 @@ def retry_later(request: ContainmentRequest, subject: Subject, error: Throttled,
     if not local and request.attempt >= ctx.settings.max_throttled_attempts:
         message = f"still throttled after {request.attempt} attempts: {error.message}"
         return Reply(results=(Result(subject, "Failed", error=TransientError(error.code, message)),))
-    delay = throttled_delay(error.retry_after, local=local, rng=ctx.ports.rng)
+    delay = throttled_delay(
+        error.retry_after, local=local, rng=ctx.ports.rng, frees_within=error.frees_within
+    )
     attempt = request.attempt if local else request.attempt + 1
     logger.info(
         "throttled, re-enqueued request_id=%s attempt=%d delay_s=%.1f local=%s",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 
+from shared.domain.backoff import throttled_delay
 from shared.errors import MdeNotFound, MdePermanentError, MdeThrottled, MdeThrottledLocally, TransientError
 from tests.fakes import World, jira_issue, machine, raises, world
 
@@ -282,6 +284,39 @@ def test_a_call_refused_in_process_costs_no_attempt() -> None:
     w.deliver(isolation())
     ((_, again, delay),) = w.outbox.sent
     assert again["attempt"] == 1 and 2.0 <= delay <= 3.0  # spread by at least a second
+
+
+def test_a_429_after_a_burst_wakes_within_the_burst_span_not_a_quarter_of_the_wait() -> None:
+    w = fleet(world(policy=OPEN))
+    throttled = raises(MdeThrottled, "TooManyRequests", 429, retry_after=40.0)
+    throttled.frees_within = 0.4  # this process's calls of the last minute came within 0.4 s
+    w.mde.fail["isolate"] = [throttled]
+    w.deliver(isolation())
+    ((_, again, delay),) = w.outbox.sent
+    assert again["attempt"] == 2 and 40.0 <= delay <= 41.0  # spread by at most a second, not 10 s
+
+
+class Widest(random.Random):
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "local", "frees_within", "expected"),
+    [
+        (40.0, False, None, 50.0),  # a quarter of the wait
+        (40.0, False, 60.0, 50.0),  # calls spread over the minute: still a quarter
+        (40.0, False, 2.5, 42.5),  # a burst within 2.5 s frees within 2.5 s
+        (40.0, False, 0.0, 41.0),  # at least a second
+        (2.0, False, 0.2, 2.5),  # never wider than a quarter
+        (2.0, True, None, 3.0),  # refused here: at least a second
+        (None, False, None, 75.0),  # no Retry-After: a minute
+    ],
+)
+def test_throttled_delay(
+    retry_after: float | None, local: bool, frees_within: float | None, expected: float
+) -> None:
+    assert throttled_delay(retry_after, local=local, rng=Widest(), frees_within=frees_within) == expected
 
 
 def test_still_throttled_after_the_last_attempt_fails_retryable() -> None:

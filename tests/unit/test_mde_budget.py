@@ -121,3 +121,23 @@ def test_with_shares_each_process_keeps_its_optional_reads_and_release_yield_to_
 def test_shares_must_be_at_least_one() -> None:
     with pytest.raises(ValueError, match="shares"):
         CallBudget(shares=0)
+
+
+def test_calls_refused_while_throttled_line_up_on_the_slots_of_this_process_calls(clock: Clock) -> None:
+    budget = CallBudget(clock)
+    assert budget.refused("isolate") is None  # no call in the last minute: nothing known
+    for _ in range(3):
+        budget.spend("isolate")
+        clock.now += 0.5  # calls at +0, +0.5, +1.0
+    budget.throttled("isolate", 59.0)
+    assert [budget.refused("isolate") for _ in range(5)] == [0.0, 0.5, 1.0, 1.0, 1.0]  # then the last
+    assert budget.refused("machines") is None  # per API
+    clock.now += 60.0  # the wait is over; throttled anew, the line starts again
+    budget.spend("isolate")
+    clock.now += 0.25
+    budget.spend("isolate")
+    budget.throttled("isolate", 1.0)
+    assert [budget.refused("isolate"), budget.refused("isolate")] == [0.0, 0.25]
+    budget.throttled("isolate", 5.0)  # while still throttled: the same line
+    assert budget.refused("isolate") == 0.25
+

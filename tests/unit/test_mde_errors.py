@@ -178,3 +178,45 @@ def test_lookups_refuse_identifiers_that_are_not_what_they_claim_before_any_http
     with pytest.raises(InvalidRequest, match=code):
         call(mde)
     assert session.sent == []
+
+
+class Scripted(requests.Session):
+    """A session that answers each request with the next scripted response."""
+
+    def __init__(self, *answers: requests.Response) -> None:
+        super().__init__()
+        self.answers = list(answers)
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        return self.answers.pop(0)
+
+
+class Token:
+    def get_token(self) -> str:
+        return "t"
+
+
+def test_a_429_and_each_call_refused_after_it_say_when_their_slot_frees_after_retry_after() -> None:
+    from shared.adapters.budget import CallBudget
+    from shared.errors import MdeThrottledLocally
+
+    now = [100.0]
+    machine = {"id": "c28460d93e441d30869ebb33920c06acbb6fd75e", "computerDnsName": "pc"}
+    session = Scripted(
+        response(200, machine),
+        response(200, machine),
+        response(429, mde_error("TooManyRequests"), {"Retry-After": "58"}),
+    )
+    budget = CallBudget(lambda: now[0])
+    mde = MdeClient("https://api.securitycenter.microsoft.com", Token(), session=session, budget=budget)
+    mde.get_machine(machine["id"])
+    now[0] += 0.75
+    mde.get_machine(machine["id"])
+    now[0] += 0.5
+    with pytest.raises(MdeThrottled) as throttled:
+        mde.get_machine(machine["id"])
+    assert (throttled.value.retry_after, throttled.value.frees_within) == (58.0, 0.0)  # the first slot
+    now[0] += 10
+    with pytest.raises(MdeThrottledLocally) as refused:
+        mde.get_machine(machine["id"])  # not sent: nothing is left in the script
+    assert (refused.value.retry_after, refused.value.frees_within) == (48.0, 0.75)  # the second
