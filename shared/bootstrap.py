@@ -21,6 +21,7 @@ from .adapters.ledger.claims import TableClaims
 from .adapters.ledger.finals import TableFinals
 from .adapters.ledger.store import TableStore, table_client
 from .adapters.ledger.submissions import TableSubmissions
+from .adapters.ledger.throttle import TableThrottleNotices
 from .adapters.mde import MdeClient
 from .adapters.queues import QueueOutbox, StorageQueueSender
 from .adapters.servicenow import ServiceNowClient
@@ -49,16 +50,18 @@ def build_context(settings: Settings) -> Context:
     ledger table in the containment storage account."""
     credential = managed_identity_credential(settings.azure_client_id)
     tokens = CredentialTokenProvider(credential, settings.mde_token_scope)
+    storage_credential = _storage_credential(settings, credential)
+    store = TableStore(table_client(settings.storage, settings.ledger_table, storage_credential))
+    shares = settings.mde_budget_shares  # one share: this process calls MDE alone, no notice to share
+    notices = TableThrottleNotices(store) if shares > 1 else None
     mde = MdeClient(
         settings.mde_api_base_url,
         tokens,
         timeout=(settings.http_connect_timeout, settings.http_read_timeout),
         retries=settings.http_retries,
-        budget=CallBudget(shares=settings.mde_budget_shares),
+        budget=CallBudget(shares=shares, notices=notices),
         app_id=settings.azure_client_id,
     )
-    storage_credential = _storage_credential(settings, credential)
-    store = TableStore(table_client(settings.storage, settings.ledger_table, storage_credential))
     ports = Ports(
         mde=mde,
         claims=TableClaims(store),

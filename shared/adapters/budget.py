@@ -3,18 +3,34 @@ it to wait for: the MDE client's call budget."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
+from ..errors import TransientError
 from ..ports import ApiGroup
+
+logger = logging.getLogger(__name__)
 
 CALLS_PER_MINUTE = 100  # MDE's limit per API, for every app of a tenant (docs/mde-api.md)
 CALLS_PER_HOUR = 1500
+LONGEST_WAIT_S = 3600.0  # MDE's longest window: no 429 means a longer wait
 OPTIONAL_SHARE = 0.5  # best-effort reads leave the other half of a group's budget to what must run
 YIELD_SHARE = 0.8  # above this share of a minute, a release's calls yield to containment's...
 RELEASE_FLOOR_SHARE = 0.05  # ...except for this share of the minute, which releases always get
+
+
+class ThrottleNotices(Protocol):
+    """MDE's 429s as every instance of the app learns them (the ledger's ``throttle`` rows)."""
+
+    def until(self, group: ApiGroup) -> float | None:
+        """When ``group`` accepts calls again, as the last 429 any instance met said (epoch s)."""
+        ...
+
+    def notify(self, group: ApiGroup, until: float) -> None: ...
 
 
 class CallBudget:
@@ -24,10 +40,11 @@ class CallBudget:
     spare budget, so containment's own calls on a shared group (a release's state read and an
     isolation's policy look-up both count against ``machines``) are never the ones that meet a 429;
     and after a 429 a call to that group is not made again before its ``Retry-After`` has passed
-    (it would only earn another 429). Per process: other instances are not seen, so this avoids
-    429s rather than rules them out; the use cases still handle every 429 MDE returns. ``shares``
-    is how many processes may call MDE for the app at once (``MDE_BUDGET_SHARES``): the
-    best-effort reads and the releases' yield and floor keep to one share of each limit.
+    (it would only earn another 429). Per process: other instances' calls are not seen, so this
+    avoids 429s rather than rules them out; the use cases still handle every 429 MDE returns.
+    ``shares`` is how many processes may call MDE for the app at once (``MDE_BUDGET_SHARES``): the
+    best-effort reads and the releases' yield and floor keep to one share of each limit, and past
+    its share of a minute a process first reads the 429s other instances met (``notices``).
     Containment's own calls are never held back by it, only by MDE's 429s.
     """
 
@@ -38,6 +55,8 @@ class CallBudget:
         per_minute: int = CALLS_PER_MINUTE,
         per_hour: int = CALLS_PER_HOUR,
         shares: int = 1,
+        notices: ThrottleNotices | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         if shares < 1:
             raise ValueError("shares must be at least 1")
@@ -48,6 +67,8 @@ class CallBudget:
         self._calls: dict[str, deque[float]] = {}
         self._blocked_until: dict[str, float] = {}
         self._waiting: dict[str, int] = {}  # calls refused since the group was last throttled
+        self._notices = notices
+        self._wall = wall
 
     def spend(self, group: str) -> None:
         now = self._clock()
@@ -61,18 +82,41 @@ class CallBudget:
             calls.popleft()
 
     def throttled(self, group: ApiGroup, retry_after: float | None) -> None:
-        """MDE answered 429: nothing to this group before ``Retry-After`` (60 s if it gave none)."""
+        """MDE answered 429: nothing to this group before ``Retry-After`` (60 s if it gave none),
+        in this process and, through the throttle notices, in every other one."""
+        wait = 60.0 if retry_after is None else retry_after
+        self._block(group, wait)
+        if self._notices is not None:
+            try:
+                self._notices.notify(group, self._wall() + wait)
+            except TransientError as e:  # the notice only saves other instances a 429 each
+                logger.info("throttle notice not written group=%s: %s", group, e)
+
+    def _block(self, group: ApiGroup, wait: float) -> None:
         now = self._clock()
-        until = now + (60.0 if retry_after is None else retry_after)
         with self._lock:
             if self._blocked_until.get(group, 0.0) <= now:
                 self._waiting[group] = 0  # throttled anew: the refused calls line up from here
-            self._blocked_until[group] = max(until, self._blocked_until.get(group, 0.0))
+            self._blocked_until[group] = max(now + wait, self._blocked_until.get(group, 0.0))
 
     def wait_s(self, group: ApiGroup) -> float:
-        """Seconds until MDE accepts calls to this group again, as far as this process knows."""
+        """Seconds until MDE accepts calls to this group again, as far as this process knows: its
+        own 429s, and once it has spent its share of the minute, another instance's."""
+        now = self._clock()
         with self._lock:
-            return max(0.0, self._blocked_until.get(group, 0.0) - self._clock())
+            wait = max(0.0, self._blocked_until.get(group, 0.0) - now)
+            past_share = self._count(group, now, 60) >= self.per_minute
+        if wait > 0 or not past_share or self._notices is None:
+            return wait
+        try:
+            until = self._notices.until(group)
+        except TransientError as e:  # unknown: MDE still answers the call itself
+            logger.info("throttle notice not read group=%s: %s", group, e)
+            return 0.0
+        wait = 0.0 if until is None else min(until - self._wall(), LONGEST_WAIT_S)  # never past MDE's hour
+        if wait > 0:
+            self._block(group, wait)
+        return max(0.0, wait)
 
     def refused(self, group: ApiGroup) -> float | None:
         """A call to this group was refused (MDE's 429, or its ``Retry-After`` still running): how
@@ -98,9 +142,9 @@ class CallBudget:
     def has_spare(self, group: ApiGroup) -> bool:
         """True when an optional call fits: not throttled, and under half of both windows."""
         return (
-            self.wait_s(group) == 0.0
-            and self.spent(group, 60) < self.per_minute * OPTIONAL_SHARE
+            self.spent(group, 60) < self.per_minute * OPTIONAL_SHARE
             and self.spent(group, 3600) < self.per_hour * OPTIONAL_SHARE
+            and self.wait_s(group) == 0.0
         )
 
     def admit_release(self, group: ApiGroup) -> bool:

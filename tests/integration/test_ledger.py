@@ -28,6 +28,7 @@ from shared.adapters.ledger.breaker import breaker_entity as stored_breaker
 from shared.adapters.ledger.claims import TableClaims
 from shared.adapters.ledger.finals import TableFinals
 from shared.adapters.ledger.store import TableStore, digest
+from shared.adapters.ledger.throttle import TableThrottleNotices
 from shared.domain.breaker import BreakerSlot, BreakerState
 from shared.domain.policy_config import MAX_BREAKER_ISOLATIONS, BreakerPolicy
 from shared.ports import AuditEntry, Claim
@@ -493,6 +494,17 @@ def test_final_result_markers_are_unaffected(ledger: Ledger) -> None:
     ledger.finals.mark_reported("action-1", "req-1", "Succeeded", {"id": "action-1"}, T0)
     assert ledger.finals.final_of("action-1", "req-1") is not None
     assert not ledger.finals.final_of("action-1", "req-2")  # per request: a shared action reports each
+
+
+def test_throttle_notices_round_trip_per_api_group(table: TableClient) -> None:
+    notices = TableThrottleNotices(TableStore(table))
+    assert notices.until("isolate") is None
+    notices.notify("isolate", 1_800_000_042.5)
+    notices.notify("machines", 1_800_000_001.0)
+    assert (notices.until("isolate"), notices.until("machines")) == (1_800_000_042.5, 1_800_000_001.0)
+    notices.notify("isolate", 1_800_000_050.0)  # a later 429
+    assert notices.until("isolate") == 1_800_000_050.0
+    assert table.get_entity("throttle", "isolate")["until"] == 1_800_000_050.0
 
 
 # --- approvals used -----------------------------------------------------------------------------

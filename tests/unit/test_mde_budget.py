@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.adapters.budget import CALLS_PER_HOUR, CALLS_PER_MINUTE, CallBudget
+from shared.errors import TransientError
 
 
 class Clock:
@@ -141,3 +142,62 @@ def test_calls_refused_while_throttled_line_up_on_the_slots_of_this_process_call
     budget.throttled("isolate", 5.0)  # while still throttled: the same line
     assert budget.refused("isolate") == 0.25
 
+
+class Notices:
+    """Throttle notices as the ledger keeps them (epoch seconds per API group), counting reads."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, float] = {}
+        self.reads = 0
+        self.fail: Exception | None = None
+
+    def until(self, group: str) -> float | None:
+        self.reads += 1
+        if self.fail:
+            raise self.fail
+        return self.rows.get(group)
+
+    def notify(self, group: str, until: float) -> None:
+        if self.fail:
+            raise self.fail
+        self.rows[group] = until
+
+
+WALL = 1_800_000_000.0  # epoch seconds when the test's monotonic clock reads 1000
+
+
+def shared(clock: Clock, notices: Notices, shares: int = 4) -> CallBudget:
+    return CallBudget(clock, shares=shares, notices=notices, wall=lambda: WALL + clock.now - 1000.0)
+
+
+def test_a_429_tells_every_instance_when_the_api_accepts_calls_again(clock: Clock) -> None:
+    notices = Notices()
+    shared(clock, notices).throttled("isolate", 42.0)
+    assert notices.rows == {"isolate": WALL + 42.0}
+
+
+def test_another_instances_429_is_read_only_past_this_process_share_of_the_minute(clock: Clock) -> None:
+    notices = Notices()
+    notices.rows["isolate"] = WALL + 30.0  # another instance met a 429
+    budget = shared(clock, notices)  # a quarter of 100 a minute
+    spend(budget, "isolate", 24)
+    assert budget.wait_s("isolate") == 0.0 and notices.reads == 0  # within its share: no read
+    budget.spend("isolate")
+    assert budget.wait_s("isolate") == 30.0 and notices.reads == 1
+    clock.now += 10
+    assert budget.wait_s("isolate") == 20.0 and notices.reads == 1  # learned: no second read
+    assert budget.refused("isolate") == 0.0  # and the refused calls line up from it
+    clock.now += 20
+    assert budget.wait_s("isolate") == 0.0 and notices.reads == 2  # over: MDE decides again
+    notices.rows["isolate"] = WALL + 10 * 24 * 3600  # a notice past any window MDE has
+    assert budget.wait_s("isolate") == 3600.0
+
+
+def test_a_notice_that_cannot_be_read_or_written_leaves_the_call_to_mde(clock: Clock) -> None:
+    notices = Notices()
+    notices.fail = TransientError("LedgerUnavailable", "table down")
+    budget = shared(clock, notices)
+    spend(budget, "isolate", 30)
+    assert budget.wait_s("isolate") == 0.0 and notices.reads == 1
+    budget.throttled("isolate", 5.0)  # the notice is not written; this process still waits
+    assert budget.wait_s("isolate") == 5.0
