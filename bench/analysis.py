@@ -12,6 +12,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
+
+from devstack import httptrace
+from shared.adapters.ledger.throttle import PARTITION as THROTTLE_PARTITION
 
 from .config import HOUR, MINUTE, RATE_PER_HOUR, RATE_PER_MINUTE, Config
 from .workload import Device, Message
@@ -26,6 +30,7 @@ _EXECUTED = re.compile(  # the local host's line for every function run
 _REDELIVERED = re.compile(r"Executed function=\S+ message_id=\S+ dequeue_count=(?:[2-9]|\d\d)")
 _REENQUEUED = "throttled, re-enqueued"
 _ATTEMPT = re.compile(_REENQUEUED + r" \S+ attempt=(\d+)")
+_AZURITE = "/devstoreaccount1/"  # the path every request to the local storage account starts with
 _SUBMITS = ("/isolate", "/unisolate")
 
 
@@ -110,6 +115,7 @@ def analyse(seen: Observed, cfg: Config, storm_devices: Sequence[Device]) -> dic
         "token_requests": seen.token_requests,
         "tokens_per_process": seen.token_requests / seen.processes,
         **_host_figures(seen, cfg.time_scale),
+        **_storage_figures(seen, len(storm_ids)),
     }
 
 
@@ -276,6 +282,26 @@ def _host_figures(seen: Observed, time_scale: float) -> dict[str, Any]:
         "lag_max_s": lags[-1] * time_scale if lags else None,
         "onset_lag_max_s": onset_lags[-1] * time_scale if onset_lags else None,
     }
+
+
+def _storage_figures(seen: Observed, devices: int) -> dict[str, Any]:
+    """From the hosts' HTTP trace, when the phase ran with it: every storage transaction (queue and
+    table, idle polls included) per device, and the throttle notices among them (reads, writes)."""
+    storage = [r for r in httptrace.parse(seen.host_log) if str(r.get("path", "")).startswith(_AZURITE)]
+    if not storage or not devices:
+        return {"storage_per_device": None, "notice_reads": None, "notice_writes": None}
+    notices = Counter(r["m"] for r in storage if _is_notice(r))
+    return {
+        "storage_per_device": len(storage) / devices,
+        "notice_reads": notices["GET"],
+        "notice_writes": sum(notices.values()) - notices["GET"],
+    }
+
+
+def _is_notice(record: dict[str, Any]) -> bool:
+    """A read (keys in the path) or write (keys in the body) of a throttle notice row."""
+    in_path = f"PartitionKey='{THROTTLE_PARTITION}'" in unquote(str(record.get("path", "")))
+    return in_path or (record.get("keys") or [""])[0] == THROTTLE_PARTITION
 
 
 def host_starts(host_log: str) -> dict[str, float]:

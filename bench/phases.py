@@ -231,12 +231,16 @@ class Bench:
         storm_devices: Sequence[Device],
         policy: dict[str, Any],
         processes: int = 1,
+        *,
+        trace: bool = False,
     ) -> dict[str, Any]:
         """One phase through ``processes`` local Functions hosts on the same queues (a scaled-out
-        app); returns the raw observations, analysed."""
+        app), with their HTTP trace on if ``trace`` (its storage transactions counted); returns the
+        raw observations, analysed."""
         queues, table = self._fresh(machines)
         self._open_tickets(messages)
-        logs = self._start_hosts(queues, table, policy, processes)
+        settings = {httptrace.TRACE_ENV: "1"} if trace else None
+        logs = self._start_hosts(queues, table, policy, processes, settings)
         collector = Collector(self.stack.queue(queues["results"]))
         collector.start()
         started = time.monotonic()

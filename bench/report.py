@@ -381,6 +381,11 @@ def _scale_section(table: Table, scale: dict[str, Phase]) -> None:
             target=target if label in widest else "",
             ok=_verdict(met) if label in widest else "",
         )
+        if phase.get("storage_per_device") is not None:
+            table.row(
+                "    storage transactions per device, polls included; throttle notices read / written",
+                f"{phase['storage_per_device']:.1f}; {phase['notice_reads']} / {phase['notice_writes']}",
+            )
 
 
 # --- the quiet system -----------------------------------------------------------------------------

@@ -210,7 +210,9 @@ def scale_phases(
             phases[label] = progress.step(
                 f"phase {label}",
                 f"{len(burst)} devices alerting within 1 s, time_scale {cfg.burst_time_scale:g}, {n} hosts",
-                partial(bench.run_pipeline, label, burst, burst_machines, burst_devices, policy, n),
+                partial(
+                    bench.run_pipeline, label, burst, burst_machines, burst_devices, policy, n, trace=True
+                ),
                 _pipeline_summary,
             )
     return phases
