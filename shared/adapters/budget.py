@@ -10,14 +10,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from ..errors import TransientError
 from ..ports import ApiGroup
 
 logger = logging.getLogger(__name__)
 
 CALLS_PER_MINUTE = 100  # MDE's limit per API, for every app of a tenant (docs/mde-api.md)
 CALLS_PER_HOUR = 1500
-LONGEST_WAIT_S = 3600.0  # MDE's longest window: no 429 means a longer wait
+MAX_RETRY_AFTER_S = 3600.0  # MDE's longest window: a longer wait is not a real one
 OPTIONAL_SHARE = 0.5  # best-effort reads leave the other half of a group's budget to what must run
 YIELD_SHARE = 0.8  # above this share of a minute, a release's calls yield to containment's...
 RELEASE_FLOOR_SHARE = 0.05  # ...except for this share of the minute, which releases always get
@@ -70,10 +69,12 @@ class CallBudget:
         self._notices = notices
         self._wall = wall
 
-    def spend(self, group: str) -> None:
+    def spend(self, group: str) -> float:
+        """A call to ``group`` is about to be made; returns when (to name it to ``throttled``)."""
         now = self._clock()
         with self._lock:
             self._record(group, now)
+        return now
 
     def _record(self, group: str, now: float) -> None:
         calls = self._calls.setdefault(group, deque())
@@ -81,16 +82,26 @@ class CallBudget:
         while calls and calls[0] <= now - 3600:
             calls.popleft()
 
-    def throttled(self, group: ApiGroup, retry_after: float | None) -> None:
+    def throttled(
+        self, group: ApiGroup, retry_after: float | None, spent_at: float | None = None
+    ) -> float | None:
         """MDE answered 429: nothing to this group before ``Retry-After`` (60 s if it gave none),
-        in this process and, through the throttle notices, in every other one."""
+        in this process and, through the throttle notices, in every other one. The call made at
+        ``spent_at`` took no slot, so it no longer counts; it is the first call refused (returns
+        what ``refused`` does)."""
         wait = 60.0 if retry_after is None else retry_after
+        with self._lock:
+            calls = self._calls.get(group)
+            if spent_at is not None and calls is not None and spent_at in calls:
+                calls.remove(spent_at)
         self._block(group, wait)
+        frees_within = self.refused(group)
         if self._notices is not None:
             try:
                 self._notices.notify(group, self._wall() + wait)
-            except TransientError as e:  # the notice only saves other instances a 429 each
-                logger.info("throttle notice not written group=%s: %s", group, e)
+            except Exception as e:  # noqa: BLE001 - the notice only saves other instances a 429 each
+                logger.warning("throttle notice not written group=%s: %s", group, e)
+        return frees_within
 
     def _block(self, group: ApiGroup, wait: float) -> None:
         now = self._clock()
@@ -105,15 +116,15 @@ class CallBudget:
         now = self._clock()
         with self._lock:
             wait = max(0.0, self._blocked_until.get(group, 0.0) - now)
-            past_share = self._count(group, now, 60) >= self.per_minute
+            past_share = self._notices is not None and self._count(group, now, 60) >= self.per_minute
         if wait > 0 or not past_share or self._notices is None:
             return wait
         try:
             until = self._notices.until(group)
-        except TransientError as e:  # unknown: MDE still answers the call itself
-            logger.info("throttle notice not read group=%s: %s", group, e)
+        except Exception as e:  # noqa: BLE001 - unknown: MDE still answers the call itself
+            logger.warning("throttle notice not read group=%s: %s", group, e)
             return 0.0
-        wait = 0.0 if until is None else min(until - self._wall(), LONGEST_WAIT_S)  # never past MDE's hour
+        wait = 0.0 if until is None else min(until - self._wall(), MAX_RETRY_AFTER_S)
         if wait > 0:
             self._block(group, wait)
         return max(0.0, wait)

@@ -40,7 +40,7 @@ from ..errors import (
     MdeTransientError,
 )
 from ..ports import ApiGroup, Machine
-from .budget import CallBudget
+from .budget import MAX_RETRY_AFTER_S, CallBudget
 from .identity import TokenProvider
 
 logger = logging.getLogger(__name__)
@@ -85,9 +85,6 @@ def _error_from_response(method: str, url: str, response: requests.Response) -> 
     if issubclass(cls, MdeTransientError):
         return cls(code, message, retry_after=_retry_after(response), **facts)
     return cls(code, message, **facts)
-
-
-MAX_RETRY_AFTER_S = 3600.0  # the longest MDE window: a larger value is not a real wait
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -167,7 +164,7 @@ class MdeClient:
             )
             refused.frees_within = self._budget.refused(group)
             raise refused
-        self._budget.spend(group)
+        spent_at = self._budget.spend(group)
         headers = {"Authorization": f"Bearer {self._tokens.get_token()}", "Accept": "application/json"}
         try:
             response = self._session.request(
@@ -180,8 +177,7 @@ class MdeClient:
         if response.status_code >= 300:
             error = _error_from_response(method, url, response)
             if isinstance(error, MdeThrottled):
-                self._budget.throttled(group, error.retry_after)
-                error.frees_within = self._budget.refused(group)
+                error.frees_within = self._budget.throttled(group, error.retry_after, spent_at)
             raise error
         try:
             return response.json()

@@ -130,17 +130,25 @@ def test_calls_refused_while_throttled_line_up_on_the_slots_of_this_process_call
     for _ in range(3):
         budget.spend("isolate")
         clock.now += 0.5  # calls at +0, +0.5, +1.0
-    budget.throttled("isolate", 59.0)
-    assert [budget.refused("isolate") for _ in range(5)] == [0.0, 0.5, 1.0, 1.0, 1.0]  # then the last
+    assert budget.throttled("isolate", 59.0) == 0.0  # the call MDE refused is the first in line
+    assert [budget.refused("isolate") for _ in range(4)] == [0.5, 1.0, 1.0, 1.0]  # then the last
     assert budget.refused("machines") is None  # per API
     clock.now += 60.0  # the wait is over; throttled anew, the line starts again
     budget.spend("isolate")
     clock.now += 0.25
     budget.spend("isolate")
-    budget.throttled("isolate", 1.0)
-    assert [budget.refused("isolate"), budget.refused("isolate")] == [0.0, 0.25]
-    budget.throttled("isolate", 5.0)  # while still throttled: the same line
-    assert budget.refused("isolate") == 0.25
+    assert (budget.throttled("isolate", 1.0), budget.refused("isolate")) == (0.0, 0.25)
+    assert budget.throttled("isolate", 5.0) == 0.25  # while still throttled: the same line
+
+
+def test_a_call_mde_refused_took_no_slot(clock: Clock) -> None:
+    budget = CallBudget(clock)
+    spend(budget, "isolate", 3)
+    clock.now += 1.0
+    refused_at = budget.spend("isolate")
+    assert budget.spent("isolate", 60) == 4
+    assert budget.throttled("isolate", 30.0, refused_at) == 0.0  # the line is on the 3 admitted calls
+    assert budget.spent("isolate", 60) == 3
 
 
 class Notices:
@@ -193,9 +201,12 @@ def test_another_instances_429_is_read_only_past_this_process_share_of_the_minut
     assert budget.wait_s("isolate") == 3600.0
 
 
-def test_a_notice_that_cannot_be_read_or_written_leaves_the_call_to_mde(clock: Clock) -> None:
+@pytest.mark.parametrize("fault", [TransientError("LedgerUnavailable", "table down"), RuntimeError("a bug")])
+def test_a_notice_that_cannot_be_read_or_written_leaves_the_call_to_mde(
+    clock: Clock, fault: Exception
+) -> None:
     notices = Notices()
-    notices.fail = TransientError("LedgerUnavailable", "table down")
+    notices.fail = fault
     budget = shared(clock, notices)
     spend(budget, "isolate", 30)
     assert budget.wait_s("isolate") == 0.0 and notices.reads == 1

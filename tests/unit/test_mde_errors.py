@@ -220,3 +220,7 @@ def test_a_429_and_each_call_refused_after_it_say_when_their_slot_frees_after_re
     with pytest.raises(MdeThrottledLocally) as refused:
         mde.get_machine(machine["id"])  # not sent: nothing is left in the script
     assert (refused.value.retry_after, refused.value.frees_within) == (48.0, 0.75)  # the second
+    with pytest.raises(MdeThrottledLocally) as refused:
+        mde.get_machine(machine["id"])
+    assert refused.value.frees_within == 0.75  # the last slot: the call MDE refused took none
+    assert budget.spent("machines", 60) == 2
