@@ -299,7 +299,8 @@ def _storage_figures(seen: Observed, devices: int) -> dict[str, Any]:
 
 
 def _is_notice(record: dict[str, Any]) -> bool:
-    """A read (keys in the path) or write (keys in the body) of a throttle notice row."""
+    """A request for a throttle notice row: its keys are in the path (a read, an upsert) or, for
+    an insert, in the body."""
     in_path = f"PartitionKey='{THROTTLE_PARTITION}'" in unquote(str(record.get("path", "")))
     return in_path or (record.get("keys") or [""])[0] == THROTTLE_PARTITION
 

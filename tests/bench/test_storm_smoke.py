@@ -106,8 +106,6 @@ def test_scaled_out_and_burst_runs_lose_nothing_and_isolate_each_device_once(rep
         assert figures["tokens_per_process"] == 1, label
     burst = scale[f"burst x{QUICK.burst_processes[0]}"]
     assert burst["storm_devices"] == QUICK.burst_devices
-    # The burst runs traced: its storage transactions are counted, and with several processes
-    # (MDE_BUDGET_SHARES above 1) each 429 MDE answered is written once as a throttle notice.
+    # The burst runs traced, so its storage transactions are counted; the other phases are not.
     assert burst["storage_per_device"] > 0
-    assert burst["notice_writes"] == sum(burst["throttled"].values())
     assert all(scale[label]["storage_per_device"] is None for label in scale if not label.startswith("burst"))
