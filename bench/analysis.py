@@ -12,12 +12,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote
 
 from devstack import httptrace
+from devstack.azurite import ACCOUNT
 from shared.adapters.ledger.throttle import PARTITION as THROTTLE_PARTITION
 
 from .config import HOUR, MINUTE, RATE_PER_HOUR, RATE_PER_MINUTE, Config
+from .trails import entity_keys
 from .workload import Device, Message
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ _EXECUTED = re.compile(  # the local host's line for every function run
 _REDELIVERED = re.compile(r"Executed function=\S+ message_id=\S+ dequeue_count=(?:[2-9]|\d\d)")
 _REENQUEUED = "throttled, re-enqueued"
 _ATTEMPT = re.compile(_REENQUEUED + r" \S+ attempt=(\d+)")
-_AZURITE = "/devstoreaccount1/"  # the path every request to the local storage account starts with
+_AZURITE = f"/{ACCOUNT}/"  # the path every request to the local storage account starts with
 _SUBMITS = ("/isolate", "/unisolate")
 
 
@@ -290,19 +291,12 @@ def _storage_figures(seen: Observed, devices: int) -> dict[str, Any]:
     storage = [r for r in httptrace.parse(seen.host_log) if str(r.get("path", "")).startswith(_AZURITE)]
     if not storage or not devices:
         return {"storage_per_device": None, "notice_reads": None, "notice_writes": None}
-    notices = Counter(r["m"] for r in storage if _is_notice(r))
+    notices = Counter(r["m"] for r in storage if entity_keys(r)[0] == THROTTLE_PARTITION)
     return {
         "storage_per_device": len(storage) / devices,
         "notice_reads": notices["GET"],
         "notice_writes": sum(notices.values()) - notices["GET"],
     }
-
-
-def _is_notice(record: dict[str, Any]) -> bool:
-    """A request for a throttle notice row: its keys are in the path (a read, an upsert) or, for
-    an insert, in the body."""
-    in_path = f"PartitionKey='{THROTTLE_PARTITION}'" in unquote(str(record.get("path", "")))
-    return in_path or (record.get("keys") or [""])[0] == THROTTLE_PARTITION
 
 
 def host_starts(host_log: str) -> dict[str, float]:

@@ -79,17 +79,26 @@ def _queue_op(record: Record, results_queue: str) -> str:
 
 def _table_op(record: Record) -> str:
     path, method = unquote(record["path"]), record["m"]
-    keys = _KEYS.search(path)
     if path.endswith("$batch"):
         return "batch (entity group)"
-    if keys is None and method == "GET":
+    if _KEYS.search(path) is None and method == "GET":
         where = record.get("q", {}).get("$filter", "")
         match = _FILTER_PK.search(where)
         rows = "+".join(sorted(set(_FILTER_ROWS.findall(where))))
         return f"query {entity_kind(match.group(1), '') if match else 'table'}" + (f"/{rows}" if rows else "")
-    pk, rk = keys.groups() if keys else tuple(record.get("keys") or ("", ""))
+    pk, rk = entity_keys(record)
     verb = {"GET": "read", "POST": "insert", "PUT": "write", "DELETE": "delete"}.get(method, method.lower())
     return f"{verb} {entity_kind(pk, rk)}"
+
+
+def entity_keys(record: Record) -> tuple[str, str]:
+    """The (PartitionKey, RowKey) a table request names: in its path (a read, an update, an
+    upsert, a delete) or, for an insert, in its body; empty for a query or a batch."""
+    keys = _KEYS.search(unquote(record["path"]))
+    if keys is not None:
+        return keys.group(1), keys.group(2)
+    pk, rk = record.get("keys") or ("", "")
+    return str(pk), str(rk)
 
 
 def entity_kind(partition_key: str, row_key: str) -> str:
