@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from ..domain.backoff import DEFAULT_RETRY_AFTER_S
 from ..ports import ApiGroup
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class CallBudget:
         in this process and, through the throttle notices, in every other one. The call made at
         ``spent_at`` took no slot, so it no longer counts; it is the first call refused (returns
         what ``refused`` does)."""
-        wait = 60.0 if retry_after is None else retry_after
+        wait = DEFAULT_RETRY_AFTER_S if retry_after is None else retry_after
         with self._lock:
             calls = self._calls.get(group)
             if spent_at is not None and calls is not None and spent_at in calls:
